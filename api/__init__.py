@@ -1,0 +1,1 @@
+"""HTTP side of workqueue: a Flask app that enqueues catalogued tasks."""

@@ -1,0 +1,67 @@
+"""Every error leaves the API as ``{"error": {"code", "message"}}``.
+
+Client mistakes are 4xx with a message that says what to fix; an outage of
+the broker or the result store is 503 with ``Retry-After``; anything else
+is a 500 that is logged and does not leak internals.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from worker.submission import DependencyUnavailable
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 2
+
+
+class ApiError(Exception):
+    """A client error with a stable machine-readable code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    response = jsonify(error={"code": code, "message": message})
+    response.status_code = status
+    return response
+
+
+def _code_for(exc: HTTPException) -> str:
+    return (exc.name or "error").lower().replace(" ", "_")
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        message = exc.description or exc.name
+        if exc.code == 413:
+            message = f"body larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
+        response = error_response(exc.code or 500, _code_for(exc), message)
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(DependencyUnavailable)
+    def unavailable(exc: DependencyUnavailable) -> Response:
+        logger.warning("%s", exc)
+        response = error_response(503, "unavailable", f"{exc.dependency} is unavailable; retry later")
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        logger.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error; see the server log")

@@ -1,0 +1,1 @@
+"""Celery side of workqueue: settings, task catalogue, tasks, probes."""
