@@ -6,6 +6,7 @@
 #   api     gunicorn serving the Flask API on $PORT (8000)
 #   submit  python3 submit_tasks.py [args...]
 #   check   validate the configuration and exit
+#   wait    wait until the broker and the result backend answer (init step)
 #   any other command is exec'd as given (e.g. run.sh /bin/sh)
 #
 # Each mode checks the configuration first (one clear line on error, exit 2)
@@ -49,6 +50,10 @@ case "$mode" in
     ;;
   check)
     check_settings
+    ;;
+  wait)
+    check_settings
+    exec "$python" -m worker.wait "$@"
     ;;
   *)
     exec "$mode" "$@"

@@ -19,7 +19,7 @@ def test_broker_url_is_built_from_the_books_rabbitmq_variables():
 def test_defaults_point_at_the_kubernetes_service_names():
     settings = Settings.from_env({})
     assert settings.broker_url.endswith("@message-queue:5672/%2F")
-    assert settings.result_backend == "redis://results:6379/0"
+    assert settings.result_backend == "redis://redis:6379/0"
     assert settings.worker_debug_level == "info"
     assert settings.port == 8000
     assert settings.worker_prefetch_multiplier == 1

@@ -186,7 +186,7 @@ def _result_backend(read: _Reader) -> str:
     explicit = read.raw("RESULT_BACKEND")
     if explicit:
         return explicit
-    host = read.text("REDIS_HOST", "results")
+    host = read.text("REDIS_HOST", "redis")
     port = read.integer("REDIS_PORT", 6379, minimum=1, maximum=65535)
     db = read.integer("REDIS_DB", 0, minimum=0, maximum=15)
     password = read.raw("REDIS_PASSWORD")

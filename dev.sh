@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Developer entry point: the two commands of the README.
+#
+# Usage:
+#   ./dev.sh up     install into .venv and run the API + a worker locally
+#   ./dev.sh test   install into .venv (and RabbitMQ/Redis with apt when
+#                   missing) and run the whole test suite; extra args go to pytest
+#
+# Needs only Python 3.11+. `up` uses RabbitMQ/Redis when configured
+# (BROKER_URL / RABBITMQ_HOST, RESULT_BACKEND / REDIS_HOST) or reachable on
+# localhost, and otherwise an embedded broker and result store.
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "$0")")"
+venv=".venv"
+
+install_python_deps() {
+  local stamp="$venv/.installed"
+  if [[ ! -x "$venv/bin/python" ]]; then
+    "${PYTHON:-python3}" -m venv "$venv"
+  fi
+  # Reinstall only when the dependency list changed.
+  if [[ ! -f "$stamp" ]] || ! cmp -s pyproject.toml "$stamp"; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    cp pyproject.toml "$stamp"
+  fi
+}
+
+install_servers() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || missing+=(rabbitmq-server)
+  if ((${#missing[@]})) && [[ -z "${TEST_BROKER_URL:-}" || -z "${TEST_RESULT_BACKEND:-}" ]]; then
+    if [[ $(id -u) -ne 0 ]]; then
+      echo "dev.sh: install ${missing[*]} (or set TEST_BROKER_URL and TEST_RESULT_BACKEND)" >&2
+      exit 1
+    fi
+    echo "dev.sh: installing ${missing[*]} with apt" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+case "${1:-}" in
+  up)
+    shift
+    install_python_deps
+    exec "$venv/bin/python" -m worker.devserver "$@"
+    ;;
+  test)
+    shift
+    install_python_deps
+    install_servers
+    exec "$venv/bin/python" -m pytest "$@"
+    ;;
+  *)
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

@@ -1,0 +1,50 @@
+"""Wait until the broker and the result store answer (an init container step).
+
+``run.sh wait`` runs this before the worker starts in Kubernetes, so a pod
+shows ``Init`` while RabbitMQ boots instead of crash-looping.  It checks a
+real AMQP handshake and a Redis round trip, not just DNS or an open port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from worker.celery_app import create_celery
+from worker.settings import Settings, SettingsError
+from worker.submission import dependency_errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds (default 300)")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    app = create_celery(settings, role="client")
+    errors = dependency_errors(app)
+    deadline = time.monotonic() + args.timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with app.connection_for_write() as connection:
+                connection.connect()
+            app.backend.get(app.backend.key_t("workqueue-wait"))
+            print("broker and result backend are reachable", flush=True)
+            return 0
+        except errors as exc:
+            message = f"waiting for dependencies: {type(exc).__name__}: {exc}"
+            if message != last:
+                print(message, flush=True)
+                last = message
+            time.sleep(1)
+    print(f"gave up after {args.timeout:.0f} s: {last}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
