@@ -128,9 +128,10 @@ def create_celery(settings: Settings | None = None, role: Role = "worker") -> Ce
     # to every app created, including this one.
     app.conf.include = ["worker.tasks"]
     if role == "worker":
-        from worker import probes  # noqa: PLC0415 - worker-only bootsteps
+        from worker import probes, shutdown  # noqa: PLC0415 - worker-only bootsteps
 
         probes.install(app)
+        shutdown.install(app)
     return app
 
 
