@@ -1,0 +1,54 @@
+"""Hostile input: schemathesis fuzzes the API from its own /openapi.json.
+
+Positive and negative cases are generated from the document; every
+response must be a non-5xx in the documented shape (schemathesis' default
+checks: no server error, documented status codes, content type and
+response schema).  The run is bounded (a few dozen examples per operation)
+and uses a RabbitMQ node of its own with no worker, so fuzzed tasks (say
+``sleep(300)``) just queue up and are thrown away with the node.
+"""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from api.app import create_app
+from worker.celery_app import close_celery
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def fuzzed_app(backend_url, tmp_path_factory):
+    from tests import servers
+    from worker.settings import Settings
+
+    node = servers.RabbitMQ()
+    node.start()
+    runtime = tmp_path_factory.mktemp("fuzz")
+    app = create_app(Settings(broker_url=node.url, result_backend=backend_url, runtime_dir=str(runtime)), TESTING=True)
+    try:
+        yield app
+    finally:
+        close_celery(app.extensions["celery"])
+        node.destroy()
+
+
+@pytest.fixture(scope="module")
+def api_schema(fuzzed_app):
+    return schemathesis.openapi.from_wsgi("/openapi.json", fuzzed_app)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_survives_fuzzing(case):
+    response = case.call_and_validate()
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        body = response.json()
+        assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
