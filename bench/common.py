@@ -1,0 +1,65 @@
+"""Shared set-up for the benchmarks: private servers and services, cleaned up always."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests import servers  # noqa: E402 - needs the repo on sys.path
+from tests.processes import Api, Worker  # noqa: E402
+
+
+@contextlib.contextmanager
+def private_servers() -> Iterator[tuple[str, str]]:
+    """A private RabbitMQ node and Redis server for one benchmark run."""
+    servers.reap_leftovers()
+    rabbitmq, redis = servers.RabbitMQ(), servers.Redis()
+    try:
+        rabbitmq.start()
+        redis.start()
+        yield rabbitmq.url, redis.url
+    finally:
+        servers.kill_all()
+        rabbitmq.destroy()
+        redis.destroy()
+
+
+@contextlib.contextmanager
+def running(*services: Api | Worker) -> Iterator[None]:
+    try:
+        for service in services:
+            service.start()
+        for service in services:
+            service.wait_ready()
+        yield
+    finally:
+        for service in services:
+            service.stop()
+
+
+def ensure_apt(command: str, package: str) -> str:
+    """Path of ``command``, installing ``package`` with apt when missing (root only)."""
+    found = shutil.which(command)
+    if found:
+        return found
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], check=True)
+    return shutil.which(command) or command
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
