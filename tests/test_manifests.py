@@ -104,6 +104,13 @@ def test_no_password_and_no_secret_in_deploy() -> None:
     assert not re.search(r":\s*\"?guest\"?\s*$", text, re.MULTILINE) and "PASSWORD:" not in text
 
 
+def test_readme_names_the_pinned_images_deploy_uses() -> None:
+    images = {c["image"] for _, obj in load_all(kube.deploy_files()) if "template" in obj.get("spec", {}) for c in containers(obj)}
+    assert {"workqueue:0.1.0", "rabbitmq:4.2.9-management", "redis:8.6.3-alpine"} == images
+    for image in images:
+        assert f"`{image}`" in README.read_text() or f"{image} ." in README.read_text(), image
+
+
 def test_readme_creates_the_secret_the_chart_would_generate() -> None:
     created = set(re.findall(r"--from-literal=([A-Z_]+)=\"\$\(openssl rand -hex \d+\)\"", README.read_text()))
     (secret,) = [doc for doc in render() if doc.kind == "Secret"]
