@@ -26,9 +26,18 @@ check_settings() {
   mkdir -p "$runtime_dir"
 }
 
+# prometheus-client multiprocess mode: the processes of one service write
+# into one directory, emptied at start so no stale counters survive.
+metrics_dir() {
+  export PROMETHEUS_MULTIPROC_DIR="$runtime_dir/prometheus-$1"
+  rm -rf "$PROMETHEUS_MULTIPROC_DIR"
+  mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+}
+
 case "$mode" in
   worker)
     check_settings
+    metrics_dir worker
     # No gossip/mingle/event heartbeats: nothing here consumes them and they
     # cost a broadcast per worker. Remote control stays on (revoke, --deep).
     exec "$python" -m celery -A worker.main worker \
@@ -38,10 +47,7 @@ case "$mode" in
     ;;
   api)
     check_settings
-    # prometheus-client multiprocess mode: one directory, emptied at start.
-    export PROMETHEUS_MULTIPROC_DIR="$runtime_dir/prometheus-api"
-    rm -rf "$PROMETHEUS_MULTIPROC_DIR"
-    mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+    metrics_dir api
     exec "$python" -m gunicorn -c api/gunicorn_conf.py "$@" 'api.app:create_app()'
     ;;
   submit)

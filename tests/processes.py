@@ -27,6 +27,7 @@ def service_env(broker_url: str, backend_url: str, runtime_dir: Path, **extra: s
         PYTHON=sys.executable,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         WORKER_HEARTBEAT_INTERVAL="0.5",
+        WORKER_METRICS_PORT="0",  # several workers share this host; tests that need it set a port
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

@@ -128,10 +128,11 @@ def create_celery(settings: Settings | None = None, role: Role = "worker") -> Ce
     # to every app created, including this one.
     app.conf.include = ["worker.tasks"]
     if role == "worker":
-        from worker import probes, shutdown  # noqa: PLC0415 - worker-only bootsteps
+        from worker import metrics, probes, shutdown  # noqa: PLC0415 - worker-only bootsteps
 
         probes.install(app)
         shutdown.install(app)
+        metrics.install(app)
     return app
 
 
