@@ -21,7 +21,7 @@ install_python_deps() {
   fi
   # Reinstall only when the dependency list changed.
   if [[ ! -f "$stamp" ]] || ! cmp -s pyproject.toml "$stamp"; then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,loadtest]'
     cp pyproject.toml "$stamp"
   fi
 }

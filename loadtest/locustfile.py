@@ -1,0 +1,90 @@
+"""Locust users that drive the HTTP API the way users do.
+
+Each user submits a task from a realistic mix, then polls ``GET
+/tasks/<id>`` until it is done.  Two latencies are recorded separately:
+* ``POST /tasks`` — enqueue latency (Locust's own request statistics);
+* ``TASK <name>`` — completion latency, submit to terminal state, fired
+  as a custom request event (a failure if the task did not succeed).
+Polls are grouped under ``GET /tasks/[id]``.
+
+A user always finishes the task it started before it stops (run with
+``--stop-timeout``), so every submitted task is accounted for.  Locust's
+CSV files are periodic snapshots that can miss the last completions, so
+the final totals are written to ``$WORKQUEUE_LOADTEST_TOTALS`` once every
+user has stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+
+from locust import HttpUser, between, events, task
+
+TERMINAL = {"SUCCESS", "FAILURE", "REVOKED"}
+POLL_SECONDS = 0.02
+TASK_TIMEOUT_SECONDS = 120.0
+
+# (weight, task, body) — mostly short tasks, some CPU, some waiting.
+MIX = [
+    (60, "add", lambda: {"args": [random.randint(0, 1000), random.randint(0, 1000)]}),
+    (20, "xsum", lambda: {"args": [[random.random() for _ in range(20)]]}),
+    (10, "pi", lambda: {"kwargs": {"digits": 200}}),
+    (10, "sleep", lambda: {"kwargs": {"seconds": 0.1}}),
+]
+
+
+class TaskSubmitter(HttpUser):
+    wait_time = between(0.0, 0.05)
+
+    @task
+    def submit_and_wait(self) -> None:
+        _, name, body = random.choices(MIX, weights=[w for w, _, _ in MIX])[0]
+        started = time.perf_counter()
+        with self.client.post("/tasks", json={"task": name, **body()}, name="POST /tasks", catch_response=True) as response:
+            if response.status_code != 202:
+                response.failure(f"{response.status_code}: {response.text[:200]}")
+                return
+            location = response.headers["Location"]
+        state, error = "PENDING", None
+        while state not in TERMINAL:
+            if time.perf_counter() - started > TASK_TIMEOUT_SECONDS:
+                error = RuntimeError(f"no result within {TASK_TIMEOUT_SECONDS} s (last state {state})")
+                break
+            time.sleep(POLL_SECONDS)
+            with self.client.get(location, name="GET /tasks/[id]", catch_response=True) as poll:
+                if poll.status_code != 200:
+                    poll.failure(f"{poll.status_code}")
+                    continue
+                state = poll.json()["state"]
+        if error is None and state != "SUCCESS":
+            error = RuntimeError(f"task ended {state}")
+        self.environment.events.request.fire(
+            request_type="TASK",
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=0,
+            exception=error,
+            context={},
+        )
+
+
+@events.quitting.add_listener
+def write_totals(environment, **kwargs) -> None:  # noqa: ANN001 - Locust's hook signature
+    path = os.environ.get("WORKQUEUE_LOADTEST_TOTALS")
+    if not path:
+        return
+    totals = [
+        {
+            "type": entry.method,
+            "name": entry.name,
+            "requests": entry.num_requests,
+            "failures": entry.num_failures,
+            "percentiles_ms": {f"{int(q * 100)}%": entry.get_response_time_percentile(q) for q in (0.5, 0.95, 0.99)},
+        }
+        for entry in environment.stats.entries.values()
+    ]
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(totals, handle, indent=2)
