@@ -5,6 +5,7 @@
 #   worker  (default) Celery worker; log level from WORKER_DEBUG_LEVEL (info)
 #   api     gunicorn serving the Flask API on $PORT (8000)
 #   submit  python3 submit_tasks.py [args...]
+#   loadtest  python3 -m loadtest.run [args...] (image built with EXTRAS=loadtest)
 #   check   validate the configuration and exit
 #   wait    wait until the broker and the result backend answer (init step)
 #   any other command is exec'd as given (e.g. run.sh /bin/sh)
@@ -53,6 +54,10 @@ case "$mode" in
   submit)
     check_settings
     exec "$python" submit_tasks.py "$@"
+    ;;
+  loadtest)
+    check_settings
+    exec "$python" -m loadtest.run "$@"
     ;;
   check)
     check_settings

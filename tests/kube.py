@@ -53,7 +53,7 @@ OPTIONAL_VALUES: dict[str, Any] = {
     "api": {"ingress": {"enabled": True}, "autoscaling": {"enabled": True}},
     "loadtest": {"enabled": True},
 }
-OPTIONAL_KINDS = {"Ingress", "HorizontalPodAutoscaler", "Job"}
+OPTIONAL_KINDS = {"Ingress", "HorizontalPodAutoscaler", "Job", "PersistentVolumeClaim"}
 
 GENERATED_HEADER = (
     "# Generated from charts/workqueue by `python -m tests.kube` (see deploy/README.md):\n"

@@ -147,6 +147,7 @@ OPTIONAL_OBJECTS = {
     ("Service", "workqueue-flower"),
     ("NetworkPolicy", "workqueue-flower"),
     ("Job", "workqueue-loadtest"),
+    ("PersistentVolumeClaim", "workqueue-loadtest-reports"),
     ("ServiceAccount", "workqueue-message-queue"),
     ("Role", "workqueue-message-queue"),
     ("RoleBinding", "workqueue-message-queue"),
@@ -541,14 +542,29 @@ def test_ingress_routes_to_the_api_service(everything: list[Doc]) -> None:
     assert ingress["spec"]["tls"][0]["secretName"] == "workqueue-tls"
 
 
-def test_load_test_job_runs_submit_tasks_with_arguments_it_accepts(everything: list[Doc]) -> None:
-    job = by_kind_name(everything)[("Job", "workqueue-loadtest")]
+def test_load_test_job_drives_the_api_service_with_locust_and_keeps_the_report(everything: list[Doc]) -> None:
+    objects = by_kind_name(everything)
+    job = objects[("Job", "workqueue-loadtest")]
     (c,) = containers(job)
-    assert c["args"][0] == "submit"
+    assert c["image"] == "workqueue-loadtest:0.1.0"
+    assert c["args"][:3] == ["loadtest", "--host", "http://workqueue-api:8000"]
+    assert c["args"][-2:] == ["--out", "/reports/$(POD_NAME)"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in c["env"]
+    claim = pod_spec(job)["volumes"][-1]["persistentVolumeClaim"]["claimName"]
+    assert ("PersistentVolumeClaim", claim) in objects
+    assert {"name": "reports", "mountPath": "/reports"} in c["volumeMounts"]
+    assert job["spec"]["backoffLimit"] == 0 and pod_spec(job)["restartPolicy"] == "Never"
+
+
+def test_load_test_job_in_queue_mode_runs_submit_tasks_with_arguments_it_accepts() -> None:
+    docs = render({"loadtest": {"enabled": True, "mode": "queue"}})
+    job = by_kind_name(docs)[("Job", "workqueue-loadtest")]
+    (c,) = containers(job)
+    assert c["args"][0] == "submit" and c["image"] == "workqueue:0.1.0"
     args = parse_args(c["args"][1:])
     assert (args.rate, args.count, args.quiet, args.task) == (50, 3000, True, ["add", "mul"])
-    assert job["spec"]["backoffLimit"] == 0 and pod_spec(job)["restartPolicy"] == "Never"
     assert set(args.task) <= set(CATALOGUE)
+    assert not any(d.kind == "PersistentVolumeClaim" for d in docs)
 
 
 def test_helm_test_pod_submits_tasks_and_waits_for_results(default: list[Doc]) -> None:

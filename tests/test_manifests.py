@@ -106,7 +106,7 @@ def test_no_password_and_no_secret_in_deploy() -> None:
 
 def test_readme_names_the_pinned_images_deploy_uses() -> None:
     images = {c["image"] for _, obj in load_all(kube.deploy_files()) if "template" in obj.get("spec", {}) for c in containers(obj)}
-    assert {"workqueue:0.1.0", "rabbitmq:4.2.9-management", "redis:8.6.3-alpine"} == images
+    assert {"workqueue:0.1.0", "workqueue-loadtest:0.1.0", "rabbitmq:4.2.9-management", "redis:8.6.3-alpine"} == images
     for image in images:
         assert f"`{image}`" in README.read_text() or f"{image} ." in README.read_text(), image
 
@@ -200,6 +200,9 @@ class Cluster:
         for entry in c.get("env", []):
             if "value" in entry:
                 env[entry["name"]] = entry["value"]
+            elif "fieldRef" in entry["valueFrom"]:
+                assert entry["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+                env[entry["name"]] = f"{runtime}-pod"
             else:
                 ref = entry["valueFrom"]["secretKeyRef"]
                 assert ref["name"] == "workqueue-secret"
@@ -220,8 +223,14 @@ class Cluster:
         return process
 
     def run(self, c: dict[str, Any], runtime: str, timeout: float, args: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-        argv = [str(REPO / "run.sh"), *(args or c["args"])]
-        return subprocess.run(argv, env=self.env(c, runtime), cwd="/", capture_output=True, text=True, timeout=timeout)
+        env = self.env(c, runtime)
+        argv = [str(REPO / "run.sh"), *(self.expand(arg, env) for arg in (args or c["args"]))]
+        return subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, timeout=timeout)
+
+    def expand(self, arg: str, env: dict[str, str]) -> str:
+        """What the kubelet does to args ($(VAR) from the container's env), and Service names -> here."""
+        arg = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg)
+        return arg.replace("http://workqueue-api:8000", f"http://127.0.0.1:{self.api_port}")
 
     def exec_probe(self, c: dict[str, Any], kind: str, runtime: str) -> subprocess.CompletedProcess[str]:
         """The probe's command, as `kubectl exec` / the kubelet runs it, within its timeout."""
@@ -332,12 +341,29 @@ def test_helm_test_pod_args_succeed(cluster: Cluster, worker: dict[str, Any]) ->
 
 
 @pytest.mark.integration
-def test_load_test_job_args_succeed(cluster: Cluster, worker: dict[str, Any]) -> None:
-    job = next(d.obj for d in render({"loadtest": {"enabled": True, "rate": 40, "count": 20}}) if d.kind == "Job")
+def test_load_test_job_args_succeed_in_queue_mode(cluster: Cluster, worker: dict[str, Any]) -> None:
+    values = {"loadtest": {"enabled": True, "mode": "queue", "rate": 40, "count": 20}}
+    job = next(d.obj for d in render(values) if d.kind == "Job")
     (c,) = containers(job)
     done = cluster.run(c, "loadtest", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().startswith("submitted 20, succeeded 20, failed 0")  # --quiet: the summary only
+
+
+@pytest.mark.integration
+def test_load_test_job_args_succeed_in_http_mode(cluster: Cluster, worker: dict[str, Any], api: dict[str, Any], tmp_path: Path) -> None:
+    values = {"loadtest": {"enabled": True, "users": 3, "spawnRate": 3, "duration": 3}}
+    job = next(d.obj for d in render(values) if d.kind == "Job")
+    (c,) = containers(job)
+    wait_until(lambda: cluster.http_probe(api, "readiness") == 200, 60, "the API")
+    # The report PVC is mounted at /reports; here a temporary folder stands in for it.
+    args = [arg.replace("/reports/", f"{tmp_path}/") for arg in c["args"]]
+    done = cluster.run(c, "loadtest-http", timeout=240, args=args)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = tmp_path / "loadtest-http-pod"
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["submitted"] > 0 and summary["completed"] == summary["submitted"]
+    assert (report / "queue_depth.png").exists() and (report / "locust.html").exists()
 
 
 @pytest.mark.integration
