@@ -15,7 +15,9 @@ from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-REQUESTS = Counter("workqueue_api_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"])
+REQUESTS = Counter(
+    "workqueue_api_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
+)
 LATENCY = Histogram(
     "workqueue_api_request_duration_seconds",
     "HTTP request latency by route and method",

@@ -14,11 +14,17 @@ MAX_BODY_BYTES = 256 * 1024
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 def _json(description: str, ref: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
 
 
 def _submission_schema() -> dict[str, Any]:
@@ -65,7 +71,11 @@ TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type":
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
-        "info": {"title": "workqueue", "version": "0.1.0", "description": "Submit background tasks and read their results."},
+        "info": {
+            "title": "workqueue",
+            "version": "0.1.0",
+            "description": "Submit background tasks and read their results.",
+        },
         "paths": {
             "/tasks": {
                 "get": {
@@ -74,7 +84,10 @@ def document() -> dict[str, Any]:
                 },
                 "post": {
                     "summary": "Submit a task; 202 once the broker confirmed it",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _submission_schema()}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _submission_schema()}},
+                    },
                     "responses": {
                         "202": _json("Accepted and confirmed by the broker", "Task"),
                         "400": _error("Body is not valid JSON"),

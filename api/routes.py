@@ -115,7 +115,12 @@ def revoke_task(task_id: str) -> tuple[Response, int] | Response:
 def catalogue() -> Response:
     return jsonify(
         tasks=[
-            {"name": spec.name, "summary": spec.summary, "params": [name for name, _ in spec.params], "schema": spec.schema}
+            {
+                "name": spec.name,
+                "summary": spec.summary,
+                "params": [name for name, _ in spec.params],
+                "schema": spec.schema,
+            }
             for spec in CATALOGUE.values()
         ]
     )

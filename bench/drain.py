@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 
 import redis
+from common import REPO, Worker, private_servers
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from common import REPO, Worker, private_servers
 from tests.servers import Process, new_server_dir
-
 from worker.celery_app import close_celery, create_celery  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
@@ -147,15 +145,27 @@ def main() -> None:
         rows.append(("celery production (2 proc, prefetch 1)", production))
         rows.append(("  prefetch 4", celery_rate(broker_url, backend_url, n, WORKER_PREFETCH_MULTIPLIER="4")))
         rows.append(("  prefetch 16", celery_rate(broker_url, backend_url, n, WORKER_PREFETCH_MULTIPLIER="16")))
-        rows.append(("  threads pool x 4 (no IPC)", celery_rate(broker_url, backend_url, n, ("--pool", "threads"), WORKER_CONCURRENCY="4")))
+        rows.append(
+            (
+                "  threads pool x 4 (no IPC)",
+                celery_rate(broker_url, backend_url, n, ("--pool", "threads"), WORKER_CONCURRENCY="4"),
+            )
+        )
         for processes in ("1", "4"):
-            rows.append((f"  {processes} proc, prefetch 1", celery_rate(broker_url, backend_url, n, WORKER_CONCURRENCY=processes)))
+            rows.append(
+                (
+                    f"  {processes} proc, prefetch 1",
+                    celery_rate(broker_url, backend_url, n, WORKER_CONCURRENCY=processes),
+                )
+            )
         latencies = [(depth, latency_behind(broker_url, backend_url, depth)) for depth in (0, 1000, 4000)]
     raw, peer = rows[0][1], rows[1][1]
     print(f"{'consumer':42} {'tasks/s':>9} {'vs raw':>7} {'vs dramatiq':>12}")
     for name, rate in rows:
         print(f"{name:42} {rate:9.0f} {rate / raw:7.2f} {rate / peer:12.2f}")
-    print(f"goal: production >= 1.00 x dramatiq (now {production / peer:.2f}), >= 0.40 x raw (now {production / raw:.2f})")
+    print(
+        f"goal: production >= 1.00 x dramatiq (now {production / peer:.2f}), >= 0.40 x raw (now {production / raw:.2f})"
+    )
     print("latency of one add behind a queue of D tasks (production worker):")
     for depth, seconds in latencies:
         predicted = depth / production

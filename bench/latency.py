@@ -15,7 +15,6 @@ import argparse
 import time
 
 import requests
-
 from common import Api, Worker, median, percentile, private_servers, running
 
 

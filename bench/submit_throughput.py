@@ -63,8 +63,9 @@ def main() -> None:
                 post_p50.append(p50)
         finally:
             api.stop()
-    print(f"no-op GET /healthz : {median(noop):8.0f} req/s  p50 {median(noop_p50):.2f} ms  rounds {[round(r) for r in noop]}")
-    print(f"POST /tasks (add)  : {median(post):8.0f} req/s  p50 {median(post_p50):.2f} ms  rounds {[round(r) for r in post]}")
+    for label, rates, p50s in (("no-op GET /healthz", noop, noop_p50), ("POST /tasks (add) ", post, post_p50)):
+        rounds = [round(r) for r in rates]
+        print(f"{label} : {median(rates):8.0f} req/s  p50 {median(p50s):.2f} ms  rounds {rounds}")
     print(f"ratio POST/no-op   : {median(post) / median(noop):.2f}  (goal >= 0.5; publisher confirms on)")
 
 

@@ -43,7 +43,9 @@ class TaskSubmitter(HttpUser):
     def submit_and_wait(self) -> None:
         _, name, body = random.choices(MIX, weights=[w for w, _, _ in MIX])[0]
         started = time.perf_counter()
-        with self.client.post("/tasks", json={"task": name, **body()}, name="POST /tasks", catch_response=True) as response:
+        with self.client.post(
+            "/tasks", json={"task": name, **body()}, name="POST /tasks", catch_response=True
+        ) as response:
             if response.status_code != 202:
                 response.failure(f"{response.status_code}: {response.text[:200]}")
                 return

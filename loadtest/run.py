@@ -25,7 +25,7 @@ from typing import Any
 from kombu import Connection
 
 from worker.celery_app import DEFAULT_QUEUE
-from worker.settings import Settings, SettingsError
+from worker.settings import from_env_or_exit
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 PERCENTILES = ("50%", "95%", "99%")
@@ -103,7 +103,8 @@ def _merge_percentiles(entries: list[dict[str, Any]]) -> dict[str, float]:
     """Request-weighted mean of each task's percentile: an approximation across task names."""
     total = sum(entry["requests"] for entry in entries) or 1
     return {
-        p: round(sum(entry["percentiles_ms"][p] * entry["requests"] for entry in entries) / total, 1) for p in PERCENTILES
+        p: round(sum(entry["percentiles_ms"][p] * entry["requests"] for entry in entries) / total, 1)
+        for p in PERCENTILES
     }
 
 
@@ -129,7 +130,11 @@ def plot(out: Path, queue: list[tuple[float, int]]) -> list[Path]:
         return seconds, [by_second[s] for s in seconds]
 
     charts = {
-        "submit_rate.png": ("Submit rate (POST /tasks)", "requests/s", [("202 accepted", *series("POST", "POST /tasks", "Requests/s"))]),
+        "submit_rate.png": (
+            "Submit rate (POST /tasks)",
+            "requests/s",
+            [("202 accepted", *series("POST", "POST /tasks", "Requests/s"))],
+        ),
         "completion_rate.png": ("Completion rate", "tasks/s", [("completed", *series("TASK", None, "Requests/s"))]),
         "latency.png": (
             "Latency percentiles (10 s window)",
@@ -137,7 +142,11 @@ def plot(out: Path, queue: list[tuple[float, int]]) -> list[Path]:
             [(f"enqueue p{p[:-1]}", *series("POST", "POST /tasks", p)) for p in ("50%", "95%")]
             + [(f"{name} completion p50", *series("TASK", name, "50%")) for name in task_names],
         ),
-        "queue_depth.png": ("Queue depth (from RabbitMQ)", "messages ready", [("celery queue", [s for s, _ in queue], [d for _, d in queue])]),
+        "queue_depth.png": (
+            "Queue depth (from RabbitMQ)",
+            "messages ready",
+            [("celery queue", [s for s, _ in queue], [d for _, d in queue])],
+        ),
     }
     written = []
     for filename, (title, unit, lines) in charts.items():
@@ -167,11 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("loadtest-report"))
     parser.add_argument("--broker-url", help="where to read queue depth (default: from the environment)")
     args = parser.parse_args(argv)
-    try:
-        broker_url = args.broker_url or Settings.from_env().broker_url
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    broker_url = args.broker_url or from_env_or_exit().broker_url
     args.out.mkdir(parents=True, exist_ok=True)
     sampler = QueueSampler(broker_url, args.out / "queue_depth.csv")
     sampler.start()

@@ -163,9 +163,7 @@ class RabbitMQ:
         (self.dir / "home").mkdir()
         (self.dir / "enabled_plugins").write_text("[].\n")
         (self.dir / "rabbitmq.conf").write_text(
-            f"consumer_timeout = {consumer_timeout_ms}\n"
-            "disk_free_limit.absolute = 50MB\n"
-            "log.console = false\n"
+            f"consumer_timeout = {consumer_timeout_ms}\ndisk_free_limit.absolute = 50MB\nlog.console = false\n"
         )
         self.process: Process | None = None
 

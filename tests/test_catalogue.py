@@ -9,7 +9,9 @@ def test_catalogue_lists_every_task_of_the_design():
     assert set(CATALOGUE) == {"add", "mul", "xsum", "dump_context", "pi", "sleep", "flaky"}
 
 
-@pytest.mark.parametrize("name", ["celery.chord_unlock", "celery.backend_cleanup", "workqueue.add", "", None, 5, ["add"]])
+@pytest.mark.parametrize(
+    "name", ["celery.chord_unlock", "celery.backend_cleanup", "workqueue.add", "", None, 5, ["add"]]
+)
 def test_only_catalogued_names_are_submittable(name):
     with pytest.raises(ValidationFailed) as caught:
         lookup(name)

@@ -251,8 +251,12 @@ def test_time_limits_fit_inside_each_other(default: list[Doc]) -> None:
     worker_grace = pod_spec(objects[("Deployment", "workqueue-worker")])["terminationGracePeriodSeconds"]
     assert float(config["WORKER_SHUTDOWN_TIMEOUT"]) + 5 <= worker_grace == 30
     api = objects[("Deployment", "workqueue-api")]
-    pre_stop = int(container(default, "Deployment", "workqueue-api", "api")["lifecycle"]["preStop"]["exec"]["command"][1])
-    graceful = int(re.search(r"^graceful_timeout = (\d+)", (kube.REPO / "api" / "gunicorn_conf.py").read_text(), re.M)[1])
+    pre_stop = int(
+        container(default, "Deployment", "workqueue-api", "api")["lifecycle"]["preStop"]["exec"]["command"][1]
+    )
+    graceful = int(
+        re.search(r"^graceful_timeout = (\d+)", (kube.REPO / "api" / "gunicorn_conf.py").read_text(), re.M)[1]
+    )
     assert pre_stop + graceful < pod_spec(api)["terminationGracePeriodSeconds"] == 30
 
 
@@ -273,7 +277,9 @@ def test_worker_pool_fits_its_memory_limit(default: list[Doc]) -> None:
 def test_brokers_memory_plan_fits_its_limit(default: list[Doc]) -> None:
     conf = by_kind_name(default)[("ConfigMap", "workqueue-message-queue")]["data"]["rabbitmq.conf"]
     planned = int(re.search(r"^total_memory_available_override_value = (\d+)$", conf, re.M)[1])
-    limit = _bytes(container(default, "StatefulSet", "workqueue-message-queue", "rabbitmq")["resources"]["limits"]["memory"])
+    limit = _bytes(
+        container(default, "StatefulSet", "workqueue-message-queue", "rabbitmq")["resources"]["limits"]["memory"]
+    )
     assert 0.7 * limit < planned < limit
 
 
@@ -302,9 +308,15 @@ def test_worker_probes_are_the_cheap_local_ones_with_documented_timings(default:
     for kind, (command, period, timeout, failures) in expected.items():
         probe = _probe(worker, kind)
         assert probe["exec"]["command"] == command, kind
-        assert (probe["periodSeconds"], probe["timeoutSeconds"], probe["failureThreshold"]) == (period, timeout, failures)
+        assert (probe["periodSeconds"], probe["timeoutSeconds"], probe["failureThreshold"]) == (
+            period,
+            timeout,
+            failures,
+        )
     # A hung worker is noticed once the heartbeat is stale; a broker outage never restarts it.
-    assert int(config_of(default)["WORKER_HEARTBEAT_MAX_AGE"]) > 5 * float(config_of(default)["WORKER_HEARTBEAT_INTERVAL"])
+    assert int(config_of(default)["WORKER_HEARTBEAT_MAX_AGE"]) > 5 * float(
+        config_of(default)["WORKER_HEARTBEAT_INTERVAL"]
+    )
 
 
 def test_api_probes_use_healthz_and_readyz(default: list[Doc]) -> None:
@@ -373,11 +385,17 @@ def test_selectors_include_the_component_and_never_overlap(everything: list[Doc]
     for doc in workloads:
         selector = doc.obj["spec"]["selector"]["matchLabels"]
         assert {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"} == set(selector)
-        others = [other.name for other in workloads if other is not doc and _matches({"matchLabels": selector}, _pod_labels(other.obj))]
+        others = [
+            other.name
+            for other in workloads
+            if other is not doc and _matches({"matchLabels": selector}, _pod_labels(other.obj))
+        ]
         assert others == [], f"{doc.name}'s selector also selects {others}"
     for doc in everything:
         labels = doc.obj["metadata"]["labels"]
-        assert labels["app.kubernetes.io/part-of"] == "workqueue" and labels["app.kubernetes.io/instance"] == "workqueue"
+        assert (
+            labels["app.kubernetes.io/part-of"] == "workqueue" and labels["app.kubernetes.io/instance"] == "workqueue"
+        )
 
 
 def test_services_pdbs_and_policies_select_existing_pods(everything: list[Doc]) -> None:
@@ -459,7 +477,11 @@ def test_replicated_broker_forms_a_cluster_with_quorum_queues(everything: list[D
         {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["get"]}
     ]
     binding = objects[("RoleBinding", "workqueue-message-queue")]
-    assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": "workqueue-message-queue", "namespace": kube.NAMESPACE}
+    assert binding["subjects"][0] == {
+        "kind": "ServiceAccount",
+        "name": "workqueue-message-queue",
+        "namespace": kube.NAMESPACE,
+    }
     env = {e["name"]: e for e in container(everything, "StatefulSet", "workqueue-message-queue", "rabbitmq")["env"]}
     assert env["RABBITMQ_NODENAME"]["value"] == (
         "rabbit@$(POD_NAME).workqueue-message-queue-headless.$(POD_NAMESPACE).svc.cluster.local"
@@ -469,9 +491,16 @@ def test_replicated_broker_forms_a_cluster_with_quorum_queues(everything: list[D
 
 def test_broker_credentials_come_from_the_secret_and_the_config(default: list[Doc]) -> None:
     env = {e["name"]: e for e in container(default, "StatefulSet", "workqueue-message-queue", "rabbitmq")["env"]}
-    assert env["RABBITMQ_DEFAULT_USER"]["valueFrom"] == {"configMapKeyRef": {"name": "workqueue-config", "key": "RABBITMQ_USERNAME"}}
-    assert env["RABBITMQ_DEFAULT_VHOST"]["valueFrom"] == {"configMapKeyRef": {"name": "workqueue-config", "key": "RABBITMQ_VHOST"}}
-    for name, key in [("RABBITMQ_DEFAULT_PASS", "RABBITMQ_PASSWORD"), ("RABBITMQ_ERLANG_COOKIE", "RABBITMQ_ERLANG_COOKIE")]:
+    assert env["RABBITMQ_DEFAULT_USER"]["valueFrom"] == {
+        "configMapKeyRef": {"name": "workqueue-config", "key": "RABBITMQ_USERNAME"}
+    }
+    assert env["RABBITMQ_DEFAULT_VHOST"]["valueFrom"] == {
+        "configMapKeyRef": {"name": "workqueue-config", "key": "RABBITMQ_VHOST"}
+    }
+    for name, key in [
+        ("RABBITMQ_DEFAULT_PASS", "RABBITMQ_PASSWORD"),
+        ("RABBITMQ_ERLANG_COOKIE", "RABBITMQ_ERLANG_COOKIE"),
+    ]:
         assert env[name]["valueFrom"] == {"secretKeyRef": {"name": "workqueue-secret", "key": key}}
     redis = container(default, "StatefulSet", "workqueue-redis", "redis")
     assert redis["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
@@ -519,7 +548,11 @@ def test_service_monitor_scrapes_api_and_worker_metrics(everything: list[Doc]) -
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     ports = {endpoint["port"] for endpoint in monitor["spec"]["endpoints"]}
     assert ports == {"http", "metrics"}
-    services = [doc.obj for doc in everything if doc.kind == "Service" and _matches(monitor["spec"]["selector"], doc.obj["metadata"]["labels"])]
+    services = [
+        doc.obj
+        for doc in everything
+        if doc.kind == "Service" and _matches(monitor["spec"]["selector"], doc.obj["metadata"]["labels"])
+    ]
     assert {p["name"] for s in services for p in s["spec"]["ports"]} == ports
     worker = container(everything, "Deployment", "workqueue-worker", "worker")
     assert worker["ports"] == [{"name": "metrics", "containerPort": 9808, "protocol": "TCP"}]
@@ -529,7 +562,10 @@ def test_service_monitor_scrapes_api_and_worker_metrics(everything: list[Doc]) -
 def test_flower_reaches_the_broker_behind_basic_auth(everything: list[Doc]) -> None:
     flower = container(everything, "Deployment", "workqueue-flower", "flower")
     env = {e["name"]: e for e in flower["env"]}
-    assert env["CELERY_BROKER_URL"]["value"] == "amqp://$(RABBITMQ_USERNAME):$(RABBITMQ_PASSWORD)@workqueue-message-queue:5672/%2F"
+    assert (
+        env["CELERY_BROKER_URL"]["value"]
+        == "amqp://$(RABBITMQ_USERNAME):$(RABBITMQ_PASSWORD)@workqueue-message-queue:5672/%2F"
+    )
     assert env["FLOWER_BASIC_AUTH"]["valueFrom"]["secretKeyRef"]["key"] == "FLOWER_BASIC_AUTH"
     assert secret_of(everything)["FLOWER_BASIC_AUTH"] == f"admin:{secret_of(everything)['FLOWER_PASSWORD']}"
     assert not flower["image"].endswith(":latest")
@@ -586,7 +622,9 @@ def test_config_change_rolls_the_app_pods_but_not_the_broker(default: list[Doc])
 
     for kind, name in [("Deployment", "workqueue-worker"), ("Deployment", "workqueue-api")]:
         assert checksum(before, kind, name) != checksum(changed, kind, name)
-    assert checksum(before, "StatefulSet", "workqueue-message-queue") == checksum(changed, "StatefulSet", "workqueue-message-queue")
+    assert checksum(before, "StatefulSet", "workqueue-message-queue") == checksum(
+        changed, "StatefulSet", "workqueue-message-queue"
+    )
 
 
 def test_notes_tell_the_next_commands() -> None:

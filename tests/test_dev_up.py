@@ -24,11 +24,16 @@ def test_choose_backends_prefers_configuration_then_localhost_then_embedded(tmp_
     configured, notes = choose_backends({"BROKER_URL": "amqp://x//", "REDIS_HOST": "r"}, tmp_path)
     assert configured == {} and notes == ["broker: as configured", "results: as configured"]
 
-    local, _ = choose_backends({}, tmp_path, probe=lambda host, port: True, rabbitmq=("127.0.0.1", 5), redis=("127.0.0.1", 6))
+    local, _ = choose_backends(
+        {}, tmp_path, probe=lambda host, port: True, rabbitmq=("127.0.0.1", 5), redis=("127.0.0.1", 6)
+    )
     assert local == {"BROKER_URL": "amqp://guest:guest@127.0.0.1:5//", "RESULT_BACKEND": "redis://127.0.0.1:6/0"}
 
     embedded, notes = choose_backends({}, tmp_path, rabbitmq=closed_port(), redis=closed_port())
-    assert embedded == {"BROKER_URL": f"filesystem://{tmp_path / 'broker'}", "RESULT_BACKEND": f"file://{tmp_path / 'results'}"}
+    assert embedded == {
+        "BROKER_URL": f"filesystem://{tmp_path / 'broker'}",
+        "RESULT_BACKEND": f"file://{tmp_path / 'results'}",
+    }
     assert notes[0].startswith("broker: embedded")
 
 

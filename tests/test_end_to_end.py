@@ -37,7 +37,7 @@ def submit(api_url: str, task: str, **body) -> str:
 
 def test_every_task_type_runs_over_http(api_url):
     ids = {task: submit(api_url, task, **body) for task, body, _ in CASES}
-    for task, body, expected in CASES:
+    for task, _body, expected in CASES:
         view = wait_for_state(api_url, ids[task], states.READY_STATES, timeout=60)
         assert view["state"] == states.SUCCESS, view
         assert view["task"] == task

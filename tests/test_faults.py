@@ -216,7 +216,9 @@ def test_time_limits_stay_below_the_brokers_consumer_timeout(backend_url, tmp_pa
         log = worker.log()
         assert "PRECONDITION_FAILED" not in log and "consumer_timeout" not in log
         assert log.count("Connected to amqp://") == 1, "the worker never lost its connection"
-        print(f"\n[fault figures] consumer-timeout: runaway={meta['result']['exc_type']} consumer_timeout=8s limit=2s/4s")
+        print(
+            f"\n[fault figures] consumer-timeout: runaway={meta['result']['exc_type']} consumer_timeout=8s limit=2s/4s"
+        )
     finally:
         worker.stop()
         client.close()

@@ -65,13 +65,11 @@ def _summary(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_chart_and_deploy_have_the_same_objects_commands_env_probes_and_ports() -> None:
-    chart = {
-        (doc.kind, doc.name): _summary(doc.obj)
-        for doc in render()
-        if not doc.is_hook and doc.kind != "Secret"
-    }
+    chart = {(doc.kind, doc.name): _summary(doc.obj) for doc in render() if not doc.is_hook and doc.kind != "Secret"}
     for summary in chart.values():
-        summary["labels"] = {k: v for k, v in summary["labels"].items() if k not in {"helm.sh/chart", "app.kubernetes.io/managed-by"}}
+        summary["labels"] = {
+            k: v for k, v in summary["labels"].items() if k not in {"helm.sh/chart", "app.kubernetes.io/managed-by"}
+        }
     deployed = {key: _summary(obj) for key, obj in deploy_objects().items()}
     assert sorted(deployed) == sorted(chart)
     for key in chart:
@@ -105,7 +103,12 @@ def test_no_password_and_no_secret_in_deploy() -> None:
 
 
 def test_readme_names_the_pinned_images_deploy_uses() -> None:
-    images = {c["image"] for _, obj in load_all(kube.deploy_files()) if "template" in obj.get("spec", {}) for c in containers(obj)}
+    images = {
+        c["image"]
+        for _, obj in load_all(kube.deploy_files())
+        if "template" in obj.get("spec", {})
+        for c in containers(obj)
+    }
     assert {"workqueue:0.1.0", "workqueue-loadtest:0.1.0", "rabbitmq:4.2.9-management", "redis:8.6.3-alpine"} == images
     for image in images:
         assert f"`{image}`" in README.read_text() or f"{image} ." in README.read_text(), image
@@ -178,7 +181,9 @@ class Cluster:
         # What `kubectl create secret` of deploy/README.md holds.
         self.secret = {"RABBITMQ_PASSWORD": secrets.token_hex(24), "REDIS_PASSWORD": secrets.token_hex(24)}
         rabbitmq.ctl("add_user", self.config["RABBITMQ_USERNAME"], self.secret["RABBITMQ_PASSWORD"])
-        rabbitmq.ctl("set_permissions", "-p", self.config["RABBITMQ_VHOST"], self.config["RABBITMQ_USERNAME"], ".*", ".*", ".*")
+        rabbitmq.ctl(
+            "set_permissions", "-p", self.config["RABBITMQ_VHOST"], self.config["RABBITMQ_USERNAME"], ".*", ".*", ".*"
+        )
         redis.Redis(port=redis_server.port).config_set("requirepass", self.secret["REDIS_PASSWORD"])
         # Only where the servers are differs from the cluster: the Services' names become 127.0.0.1.
         self.config.update(
@@ -218,11 +223,15 @@ class Cluster:
         return env
 
     def start(self, c: dict[str, Any], runtime: str) -> Process:
-        process = Process([str(REPO / "run.sh"), *c["args"]], self.env(c, runtime), self.dir / f"{runtime}.log", cwd="/")
+        process = Process(
+            [str(REPO / "run.sh"), *c["args"]], self.env(c, runtime), self.dir / f"{runtime}.log", cwd="/"
+        )
         self.processes.append(process)
         return process
 
-    def run(self, c: dict[str, Any], runtime: str, timeout: float, args: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, c: dict[str, Any], runtime: str, timeout: float, args: list[str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         env = self.env(c, runtime)
         argv = [str(REPO / "run.sh"), *(self.expand(arg, env) for arg in (args or c["args"]))]
         return subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, timeout=timeout)
@@ -309,7 +318,11 @@ def test_init_step_waits_until_the_broker_answers(cluster: Cluster) -> None:
 @pytest.mark.integration
 def test_worker_probes_pass_on_the_running_worker(cluster: Cluster, worker: dict[str, Any]) -> None:
     for kind in ("startup", "readiness", "liveness"):
-        wait_for_probe(lambda kind=kind: cluster.exec_probe(worker, kind, "worker").returncode == 0, worker[f"{kind}Probe"], f"worker {kind} probe")
+        wait_for_probe(
+            lambda kind=kind: cluster.exec_probe(worker, kind, "worker").returncode == 0,
+            worker[f"{kind}Probe"],
+            f"worker {kind} probe",
+        )
         started = time.monotonic()
         result = cluster.exec_probe(worker, kind, "worker")
         assert result.returncode == 0 and result.stdout == "", (kind, result.stdout)
@@ -317,7 +330,9 @@ def test_worker_probes_pass_on_the_running_worker(cluster: Cluster, worker: dict
 
 
 @pytest.mark.integration
-def test_api_probes_pass_and_a_task_goes_through_the_worker(cluster: Cluster, api: dict[str, Any], worker: dict[str, Any]) -> None:
+def test_api_probes_pass_and_a_task_goes_through_the_worker(
+    cluster: Cluster, api: dict[str, Any], worker: dict[str, Any]
+) -> None:
     for kind in ("startup", "liveness", "readiness"):
         wait_for_probe(lambda kind=kind: cluster.http_probe(api, kind) == 200, api[f"{kind}Probe"], f"API {kind} probe")
     base = f"http://127.0.0.1:{cluster.api_port}"
@@ -351,7 +366,9 @@ def test_load_test_job_args_succeed_in_queue_mode(cluster: Cluster, worker: dict
 
 
 @pytest.mark.integration
-def test_load_test_job_args_succeed_in_http_mode(cluster: Cluster, worker: dict[str, Any], api: dict[str, Any], tmp_path: Path) -> None:
+def test_load_test_job_args_succeed_in_http_mode(
+    cluster: Cluster, worker: dict[str, Any], api: dict[str, Any], tmp_path: Path
+) -> None:
     values = {"loadtest": {"enabled": True, "users": 3, "spawnRate": 3, "duration": 3}}
     job = next(d.obj for d in render(values) if d.kind == "Job")
     (c,) = containers(job)

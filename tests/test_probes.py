@@ -134,7 +134,9 @@ def test_probes_follow_a_real_worker(private_rabbitmq, backend_url):
 
     # --deep pings only this worker over the broker.
     deep_env = {**worker.env, "WORKER_NODENAME": worker.nodename}
-    deep = subprocess.run([str(REPO / "celery_status.sh"), "--deep"], env=deep_env, capture_output=True, text=True, timeout=60)
+    deep = subprocess.run(
+        [str(REPO / "celery_status.sh"), "--deep"], env=deep_env, capture_output=True, text=True, timeout=60
+    )
     assert deep.returncode == 0, deep.stdout
     other = subprocess.run(
         [str(REPO / "celery_status.sh"), "--deep"],

@@ -45,7 +45,10 @@ def test_redis_password_goes_into_the_result_backend_url():
         ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY must be >= 1"),
         ({"BROKER_URL": "http://x"}, "BROKER_URL must start with one of"),
         ({"RESULT_BACKEND": "rpc://"}, "RESULT_BACKEND must start with one of"),
-        ({"TASK_SOFT_TIME_LIMIT": "700", "TASK_TIME_LIMIT": "600"}, "TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT"),
+        (
+            {"TASK_SOFT_TIME_LIMIT": "700", "TASK_TIME_LIMIT": "600"},
+            "TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT",
+        ),
         ({"WORKER_SHUTDOWN_TIMEOUT": "-1"}, "WORKER_SHUTDOWN_TIMEOUT must be >= 0"),
     ],
 )

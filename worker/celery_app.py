@@ -75,7 +75,12 @@ def celery_config(settings: Settings, role: Role) -> dict[str, Any]:
         "redis_retry_on_timeout": not client,
         "redis_backend_health_check_interval": 10,
         "result_backend_transport_options": {
-            "retry_policy": {"max_retries": 0 if client else 20, "interval_start": 0, "interval_step": 1, "interval_max": 5}
+            "retry_policy": {
+                "max_retries": 0 if client else 20,
+                "interval_start": 0,
+                "interval_step": 1,
+                "interval_max": 5,
+            }
         },
         # Storing a result must survive a Redis blip in the worker: the task
         # already ran and its message is about to be acked.

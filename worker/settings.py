@@ -90,9 +90,7 @@ class Settings:
             worker_concurrency=read.integer("WORKER_CONCURRENCY", 2, minimum=1),
             worker_prefetch_multiplier=read.integer("WORKER_PREFETCH_MULTIPLIER", 1, minimum=1),
             worker_max_tasks_per_child=read.integer("WORKER_MAX_TASKS_PER_CHILD", 1000, minimum=1),
-            worker_max_memory_per_child_kb=read.integer(
-                "WORKER_MAX_MEMORY_PER_CHILD_KB", 400_000, minimum=10_000
-            ),
+            worker_max_memory_per_child_kb=read.integer("WORKER_MAX_MEMORY_PER_CHILD_KB", 400_000, minimum=10_000),
             task_soft_time_limit=read.integer("TASK_SOFT_TIME_LIMIT", 540, minimum=1),
             task_time_limit=read.integer("TASK_TIME_LIMIT", 600, minimum=1),
             worker_shutdown_timeout=read.number("WORKER_SHUTDOWN_TIMEOUT", 20.0, minimum=0),
@@ -206,13 +204,18 @@ def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
         )
 
 
-def main() -> int:
-    """Check the environment; print one line and exit 2 when it is wrong."""
+def from_env_or_exit() -> Settings:
+    """Settings for a command-line entry point: one line on stderr and exit 2 when wrong."""
     try:
-        Settings.from_env()
+        return Settings.from_env()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None
+
+
+def main() -> int:
+    """Check the environment (``run.sh`` runs this before it execs anything)."""
+    from_env_or_exit()
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from celery import Celery, states
 
 from worker.catalogue import CATALOGUE
 from worker.celery_app import create_celery
-from worker.settings import Settings, SettingsError
+from worker.settings import from_env_or_exit
 from worker.submission import DependencyUnavailable, dependency_errors, submit
 
 POLL_SECONDS = 0.05
@@ -127,7 +126,9 @@ class Submitter:
             elif now - pending.submitted > self.args.timeout:
                 del self.tally.pending[task_id]
                 self.tally.timed_out += 1
-                self.say(f"{pending.label} gave no result within {self.args.timeout} s (last state {state}) id={task_id}")
+                self.say(
+                    f"{pending.label} gave no result within {self.args.timeout} s (last state {state}) id={task_id}"
+                )
 
     def run(self) -> int:
         args = self.args
@@ -162,12 +163,7 @@ class Submitter:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    app = create_celery(settings, role="client")
+    app = create_celery(from_env_or_exit(), role="client")
     try:
         return Submitter(app, args, lambda line: print(line, flush=True)).run()
     except KeyboardInterrupt:

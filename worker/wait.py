@@ -12,7 +12,7 @@ import sys
 import time
 
 from worker.celery_app import create_celery
-from worker.settings import Settings, SettingsError
+from worker.settings import from_env_or_exit
 from worker.submission import dependency_errors
 
 
@@ -20,12 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds (default 300)")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    app = create_celery(settings, role="client")
+    app = create_celery(from_env_or_exit(), role="client")
     errors = dependency_errors(app)
     deadline = time.monotonic() + args.timeout
     last = ""

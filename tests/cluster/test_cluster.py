@@ -118,12 +118,13 @@ def test_temporary_pod_submits_tasks_and_gets_results(release: Any, namespace: s
 def test_api_takes_a_task_over_its_service(release: Any, namespace: str) -> None:
     script = (
         "python3 -c 'import json, time, urllib.request as u\n"
-        "r = u.urlopen(u.Request(\"http://workqueue-api:8000/tasks\", json.dumps({\"task\": \"add\", \"args\": [2, 3]}).encode(),"
-        " {\"Content-Type\": \"application/json\"}))\n"
-        "location = r.headers[\"Location\"]\n"
+        'body = json.dumps({"task": "add", "args": [2, 3]}).encode()\n'
+        'r = u.urlopen(u.Request("http://workqueue-api:8000/tasks", body,'
+        ' {"Content-Type": "application/json"}))\n'
+        'location = r.headers["Location"]\n'
         "for _ in range(120):\n"
-        "    body = json.load(u.urlopen(\"http://workqueue-api:8000\" + location))\n"
-        "    if body[\"state\"] == \"SUCCESS\": print(\"result\", body[\"result\"]); break\n"
+        '    body = json.load(u.urlopen("http://workqueue-api:8000" + location))\n'
+        '    if body["state"] == "SUCCESS": print("result", body["result"]); break\n'
         "    time.sleep(0.5)\n'"
     )
     phase, log = run_client_pod(namespace, "http-client", script)
