@@ -51,6 +51,11 @@ def celery_config(settings: Settings, role: Role) -> dict[str, Any]:
         "worker_concurrency": settings.worker_concurrency,
         "worker_max_tasks_per_child": settings.worker_max_tasks_per_child,
         "worker_max_memory_per_child": settings.worker_max_memory_per_child_kb,
+        # SIGTERM is a cold shutdown preceded by this soft one (run.sh sets
+        # REMAP_SIGTERM=SIGQUIT): running tasks get this long to finish, then
+        # they are stopped and, with acks_late, RabbitMQ requeues them. A plain
+        # warm shutdown would wait for them past terminationGracePeriodSeconds.
+        "worker_soft_shutdown_timeout": settings.worker_shutdown_timeout,
         # With acks_late the broker redelivers what a lost connection leaves
         # unacked; cancelling the local copies avoids running them twice.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
