@@ -69,7 +69,7 @@ def test_image_holds_only_the_app_and_its_dependencies(containers: Containers) -
     result = containers.run_once("listing", "sh", "-c", "ls -A /app; echo; ls /opt/venv/bin")
     assert result.returncode == 0, result.stderr
     app_files, venv_bin = result.stdout.split("\n\n")
-    assert set(app_files.split()) == {"run.sh", "celery_status.sh", "submit_tasks.py", "api", "worker"}
+    assert set(app_files.split()) == {"run.sh", "celery_status.sh", "submit_tasks.py", "api", "worker", "loadtest"}
     assert {"python3", "celery", "gunicorn"} <= set(venv_bin.split())
 
 
