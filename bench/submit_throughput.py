@@ -46,12 +46,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", default="2", help="API_WORKERS (gunicorn processes)")
+    parser.add_argument("--threads", default="4", help="API_THREADS per process")
     args = parser.parse_args()
     wrk = ensure_apt("wrk", "wrk")
     with private_servers() as (broker_url, backend_url), tempfile.TemporaryDirectory() as scratch:
         script = Path(scratch) / "post.lua"
         script.write_text(POST_SCRIPT)
-        api = Api(broker_url, backend_url).start().wait_ready()
+        api = Api(broker_url, backend_url, API_WORKERS=args.workers, API_THREADS=args.threads).start().wait_ready()
         try:
             noop, post, noop_p50, post_p50 = [], [], [], []
             for _ in range(args.rounds):

@@ -50,6 +50,7 @@ def test_redis_password_goes_into_the_result_backend_url():
             "TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT",
         ),
         ({"WORKER_SHUTDOWN_TIMEOUT": "-1"}, "WORKER_SHUTDOWN_TIMEOUT must be >= 0"),
+        ({"TASK_TRACK_STARTED": "maybe"}, "TASK_TRACK_STARTED must be true or false"),
     ],
 )
 def test_malformed_values_name_the_variable(env, message):

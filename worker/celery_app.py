@@ -42,7 +42,7 @@ def celery_config(settings: Settings, role: Role) -> dict[str, Any]:
         "task_default_queue": DEFAULT_QUEUE,
         "task_queues": [_default_queue(settings)],
         "task_default_delivery_mode": "persistent",
-        "task_track_started": True,
+        "task_track_started": settings.task_track_started,
         "result_extended": True,
         "result_expires": settings.result_expires,
         "task_time_limit": settings.task_time_limit,
