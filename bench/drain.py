@@ -145,6 +145,10 @@ def main() -> None:
         rows.append(("celery production (2 proc, prefetch 1)", production))
         rows.append(("  prefetch 4", celery_rate(broker_url, backend_url, n, WORKER_PREFETCH_MULTIPLIER="4")))
         rows.append(("  prefetch 16", celery_rate(broker_url, backend_url, n, WORKER_PREFETCH_MULTIPLIER="16")))
+        rows.append(("  TASK_TRACK_STARTED=false", celery_rate(broker_url, backend_url, n, TASK_TRACK_STARTED="false")))
+        rows.append(
+            ("  WORKER_DEBUG_LEVEL=warning", celery_rate(broker_url, backend_url, n, WORKER_DEBUG_LEVEL="warning"))
+        )
         rows.append(
             (
                 "  threads pool x 4 (no IPC)",
