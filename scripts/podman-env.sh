@@ -160,6 +160,8 @@ build() {
   index="${PIP_INDEX_URL:-$(host_pip global.index-url)}"
   [[ -n "$index" ]] && args+=(--build-arg "PIP_INDEX_URL=$index")
   [[ -n "${PODMAN_BUILD_NETWORK:-}" ]] && args+=(--network "$PODMAN_BUILD_NETWORK")
+  # EXTRAS=loadtest: the load-test image (Locust, matplotlib) of the Job.
+  [[ -n "${EXTRAS:-}" ]] && args+=(--build-arg "EXTRAS=$EXTRAS")
   revision="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || true)"
   [[ -n "$revision" ]] && args+=(--build-arg "REVISION=$revision")
   log "building $tag on $base"

@@ -78,12 +78,13 @@ class Podman:
             raise RuntimeError(f"podman {shlex.join(args)} exited {result.returncode}:\n{_explain(result)}")
         return result
 
-    def build(self, tag: str, timeout: float = 1200) -> tuple[str, float]:
+    def build(self, tag: str, timeout: float = 1200, extras: str = "") -> tuple[str, float]:
         """Build the image with ``podman-env.sh build``; return its ID and the seconds it took."""
         started = time.monotonic()
+        env = {**self.env, "EXTRAS": extras}
         try:
             result = subprocess.run(
-                [str(SCRIPT), "build", tag], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+                [str(SCRIPT), "build", tag], env=env, capture_output=True, text=True, timeout=timeout, check=False
             )
         except subprocess.TimeoutExpired as exc:
             raise PodmanUnavailable(f"building the image took over {timeout} s") from exc
@@ -197,12 +198,14 @@ class Containers:
         env_files: Sequence[Path] = (),
         input: str | None = None,
         timeout: float = 180,
+        volumes: Sequence[str] = (),
     ) -> subprocess.CompletedProcess[str]:
         """``podman run --rm`` the image in the foreground, as a throwaway pod."""
         name = self._name(role)
         interactive = ["--interactive"] if input is not None else []
+        mounts = [option for volume in volumes for option in ("--volume", volume)]
         return self.podman.run(
-            "run", "--rm", *interactive, *self._options(name, env or {}, env_files), self.image, *args,
+            "run", "--rm", *interactive, *mounts, *self._options(name, env or {}, env_files), self.image, *args,
             check=False, timeout=timeout, input=input,
         )  # fmt: skip
 

@@ -10,6 +10,7 @@ non-root user on a read-only root filesystem with only ``/tmp`` writable.
 
 from __future__ import annotations
 
+import json
 import time
 import tomllib
 from pathlib import Path
@@ -241,3 +242,31 @@ def test_throwaway_container_runs_as_the_non_root_user(containers: Containers) -
     result = containers.run_once("whoami", "sh", "-c", "id -u; touch /tmp/ok && touch /app/no")
     assert result.stdout.split() == [str(APP_UID)]
     assert result.returncode != 0 and "Read-only file system" in result.stderr
+
+
+# The load-test image (EXTRAS=loadtest) runs the load-test Job's command -------
+
+
+def test_load_test_image_runs_the_jobs_locust_command_against_the_api_container(
+    podman: Podman, stack: Stack, tmp_path: Path
+) -> None:
+    image_id, seconds = podman.build("localhost/workqueue-loadtest:test", extras="loadtest")
+    print(f"\nbuilt the load-test image ({image_id[:12]}) in {seconds:.1f} s")
+    # As the Job runs it: read-only root, non-root, matplotlib's cache in /tmp,
+    # the report in a folder that outlives the container (the PVC).
+    tmp_path.chmod(0o777)
+    loaders = Containers(podman, image_id)
+    try:
+        result = loaders.run_once(
+            "loadtest", "loadtest", "--host", stack.url, "--users", "3", "--spawn-rate", "3", "--duration", "4",
+            "--out", "/reports/run",
+            env={"MPLCONFIGDIR": "/tmp/matplotlib", "BROKER_URL": stack.broker_url,
+                 "RESULT_BACKEND": stack.backend_url},
+            volumes=[f"{tmp_path}:/reports"], timeout=300,
+        )  # fmt: skip
+    finally:
+        loaders.remove_all()
+    assert result.returncode == 0, f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["submitted"] > 0 and summary["completed"] == summary["submitted"]
+    assert (tmp_path / "run" / "latency.png").stat().st_size > 5000
