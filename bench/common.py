@@ -22,15 +22,11 @@ from tests.processes import Api, Worker  # noqa: E402
 def private_servers() -> Iterator[tuple[str, str]]:
     """A private RabbitMQ node and Redis server for one benchmark run."""
     servers.reap_leftovers()
-    rabbitmq, redis = servers.RabbitMQ(), servers.Redis()
     try:
-        rabbitmq.start()
-        redis.start()
-        yield rabbitmq.url, redis.url
+        with servers.started(servers.RabbitMQ()) as rabbitmq, servers.started(servers.Redis()) as redis:
+            yield rabbitmq.url, redis.url
     finally:
         servers.kill_all()
-        rabbitmq.destroy()
-        redis.destroy()
 
 
 @contextlib.contextmanager

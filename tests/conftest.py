@@ -41,12 +41,8 @@ def broker_url() -> Iterator[str]:
     if external:
         yield external
         return
-    node = servers.RabbitMQ()
-    node.start()
-    try:
+    with servers.started(servers.RabbitMQ()) as node:
         yield node.url
-    finally:
-        node.destroy()
 
 
 @pytest.fixture(scope="session")
@@ -56,12 +52,8 @@ def backend_url() -> Iterator[str]:
     if external:
         yield external
         return
-    server = servers.Redis()
-    server.start()
-    try:
+    with servers.started(servers.Redis()) as server:
         yield server.url
-    finally:
-        server.destroy()
 
 
 @pytest.fixture
@@ -98,19 +90,11 @@ def api_url(stack: tuple[Api, Worker]) -> str:
 @pytest.fixture
 def private_rabbitmq() -> Iterator[servers.RabbitMQ]:
     """A RabbitMQ node of the test's own, for tests that stop or restart it."""
-    node = servers.RabbitMQ()
-    node.start()
-    try:
+    with servers.started(servers.RabbitMQ()) as node:
         yield node
-    finally:
-        node.destroy()
 
 
 @pytest.fixture
 def private_redis() -> Iterator[servers.Redis]:
-    server = servers.Redis()
-    server.start()
-    try:
+    with servers.started(servers.Redis()) as server:
         yield server
-    finally:
-        server.destroy()

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 BASE_DIR = Path(tempfile.gettempdir()) / "workqueue-test-servers"
@@ -145,6 +145,16 @@ def reap_leftovers() -> None:
                 with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
                     os.killpg(int(line), signal.SIGKILL)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def started(server: RabbitMQ | Redis) -> Iterator[RabbitMQ | Redis]:
+    """Start ``server``; stop it and delete its data when the block ends, however it ends."""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
 
 
 def new_server_dir(name: str) -> Path:

@@ -15,25 +15,24 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from api.app import create_app
+from tests import servers
 from worker.celery_app import close_celery
+from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def fuzzed_app(backend_url, tmp_path_factory):
-    from tests import servers
-    from worker.settings import Settings
-
-    node = servers.RabbitMQ()
-    node.start()
     runtime = tmp_path_factory.mktemp("fuzz")
-    app = create_app(Settings(broker_url=node.url, result_backend=backend_url, runtime_dir=str(runtime)), TESTING=True)
-    try:
-        yield app
-    finally:
-        close_celery(app.extensions["celery"])
-        node.destroy()
+    with servers.started(servers.RabbitMQ()) as node:
+        app = create_app(
+            Settings(broker_url=node.url, result_backend=backend_url, runtime_dir=str(runtime)), TESTING=True
+        )
+        try:
+            yield app
+        finally:
+            close_celery(app.extensions["celery"])
 
 
 @pytest.fixture(scope="module")

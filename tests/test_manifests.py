@@ -27,7 +27,7 @@ import requests
 from tests import kube, policy
 from tests.kube import DEPLOY, KUBE_VERSIONS, REPO, containers, load_all, pod_spec, render
 from tests.processes import _SCRUBBED_PREFIXES
-from tests.servers import Process, RabbitMQ, Redis, free_port, new_server_dir, wait_until
+from tests.servers import Process, RabbitMQ, Redis, free_port, new_server_dir, started, wait_until
 
 README = DEPLOY / "README.md"
 
@@ -270,16 +270,12 @@ def wait_for_probe(check: Any, probe: dict[str, Any], what: str) -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    rabbitmq, redis_server = RabbitMQ(), Redis()
-    rabbitmq.start()
-    redis_server.start()
-    local = Cluster(rabbitmq, redis_server)
-    try:
-        yield local
-    finally:
-        local.stop()
-        rabbitmq.destroy()
-        redis_server.destroy()
+    with started(RabbitMQ()) as rabbitmq, started(Redis()) as redis_server:
+        local = Cluster(rabbitmq, redis_server)
+        try:
+            yield local
+        finally:
+            local.stop()
 
 
 @pytest.fixture(scope="module")

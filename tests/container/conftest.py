@@ -58,12 +58,8 @@ def container_broker() -> Iterator[str]:
     Not the session's broker: a worker of the host-side tests may consume
     from that one, and these tests must see the containers do the work.
     """
-    node = servers.RabbitMQ()
-    node.start()
-    try:
+    with servers.started(servers.RabbitMQ()) as node:
         yield node.url
-    finally:
-        node.destroy()
 
 
 def service_env(broker_url: str, backend_url: str, **extra: str) -> dict[str, str]:
