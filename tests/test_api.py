@@ -67,6 +67,9 @@ def test_unknown_id_is_404(client):
         ({"task": "add", "kwargs": [1]}, "invalid_request", "kwargs must be a JSON object"),
         ({"task": "add", "args": [1, 2], "queue": "x"}, "invalid_request", "unknown field"),
         ([1, 2], "invalid_request", "body must be a JSON object"),
+        ({"task": "ädd\u0000\u202e🙂"}, "unknown_task", "unknown task"),
+        ({"task": "add", "kwargs": {"x": 1, "y": 2, "🙂\udc80": 2}}, "invalid_arguments", "Additional properties"),
+        ({"task": "add", "args": ["\u202e1", 2]}, "invalid_arguments", "not of type 'number'"),
     ],
 )
 def test_invalid_submissions_are_422(client, body, code, fragment):
