@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import servers
+from tests import faults, servers
 from tests.processes import Api, Worker
 from worker.settings import Settings
 
@@ -32,6 +32,14 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 signal.signal(signal.SIGTERM, _terminate)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures the fault, probe and load tests measured, in CI's output."""
+    if faults.REPORTED:
+        terminalreporter.section("figures")
+        for line in faults.REPORTED:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

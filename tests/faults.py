@@ -57,6 +57,18 @@ class Client:
         close_celery(self.app)
 
 
+# Every figure a test reports; conftest prints them in pytest's terminal
+# summary, so they show in CI's output even though passing tests' output is captured.
+REPORTED: list[str] = []
+
+
+def report(line: str) -> str:
+    """Record one figures line (and print it, for ``pytest -s``)."""
+    REPORTED.append(line)
+    print("\n" + line)
+    return line
+
+
 _SUCCEEDED = re.compile(r"Task workqueue\.\w+\[([0-9a-f-]{36})\] succeeded")
 _RECEIVED = re.compile(r"Task workqueue\.\w+\[([0-9a-f-]{36})\] received")
 
@@ -97,6 +109,4 @@ class Figures:
         if self.recovery_seconds is not None:
             parts.append(f"recovery={self.recovery_seconds:.1f}s")
         parts += [f"{k}={v}" for k, v in self.extra.items()]
-        line = f"[fault figures] {self.name}: " + " ".join(parts)
-        print("\n" + line)
-        return line
+        return report(f"[fault figures] {self.name}: " + " ".join(parts))

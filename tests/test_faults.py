@@ -21,7 +21,7 @@ from celery import states
 from api.app import create_app
 from tests import servers
 from tests.fault_tasks import CRASH
-from tests.faults import Client, Figures
+from tests.faults import Client, Figures, report
 from tests.processes import Api, Worker
 from tests.servers import wait_until
 from worker.celery_app import close_celery
@@ -216,8 +216,8 @@ def test_time_limits_stay_below_the_brokers_consumer_timeout(backend_url, tmp_pa
         log = worker.log()
         assert "PRECONDITION_FAILED" not in log and "consumer_timeout" not in log
         assert log.count("Connected to amqp://") == 1, "the worker never lost its connection"
-        print(
-            f"\n[fault figures] consumer-timeout: runaway={meta['result']['exc_type']} consumer_timeout=8s limit=2s/4s"
+        report(
+            f"[fault figures] consumer-timeout: runaway={meta['result']['exc_type']} consumer_timeout=8s limit=2s/4s"
         )
     finally:
         worker.stop()

@@ -10,12 +10,15 @@ and uses a RabbitMQ node of its own with no worker, so fuzzed tasks (say
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
 from api.app import create_app
 from tests import servers
+from tests.faults import report
 from worker.celery_app import close_celery
 from worker.settings import Settings
 
@@ -37,7 +40,12 @@ def fuzzed_app(backend_url, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api_schema(fuzzed_app):
-    return schemathesis.openapi.from_wsgi("/openapi.json", fuzzed_app)
+    yield schemathesis.openapi.from_wsgi("/openapi.json", fuzzed_app)
+    by_class = " ".join(f"{k}={v}" for k, v in sorted(STATUS_CLASSES.items()))
+    report(f"[fault figures] fuzz: requests={sum(STATUS_CLASSES.values())} {by_class}")
+
+
+STATUS_CLASSES: collections.Counter[str] = collections.Counter()
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
@@ -47,6 +55,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_survives_fuzzing(case):
     response = case.call_and_validate()
+    STATUS_CLASSES[f"{response.status_code // 100}xx"] += 1
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         body = response.json()

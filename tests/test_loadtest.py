@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tests.faults import report
 from tests.processes import REPO, service_env
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,7 @@ def test_short_load_test_writes_a_consistent_report(stack, broker_url, backend_u
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     summary = json.loads((out / "summary.json").read_text())
-    print(f"\n[load test] {json.dumps({k: summary[k] for k in ('submitted', 'completed', 'submit_rate_per_s')})}")
+    report(f"[load test] {json.dumps({k: summary[k] for k in ('submitted', 'completed', 'submit_rate_per_s')})}")
     assert summary["submitted"] > 0
     assert summary["completed"] == summary["submitted"], "every submitted task completed"
     assert summary["failed"] == 0 and summary["submit_errors"] == 0

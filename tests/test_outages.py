@@ -11,6 +11,7 @@ import time
 import pytest
 
 from api.app import create_app
+from tests.faults import report
 from worker.celery_app import close_celery
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,7 @@ def test_broker_down_gives_503_and_recovers(private_rabbitmq, backend_url, make_
     private_rabbitmq.stop()
     response, elapsed = timed(lambda: client.post("/tasks", json={"task": "add", "args": [1, 2]}))
     assert_unavailable(response, elapsed)
-    print(f"\nbroker down: POST /tasks -> 503 in {elapsed * 1000:.0f} ms")
+    report(f"[fault figures] broker-down: POST /tasks -> 503 in {elapsed * 1000:.0f} ms")
     ready, elapsed = timed(lambda: client.get("/readyz"))
     assert ready.status_code == 503 and ready.get_json()["checks"]["broker"].startswith("unavailable")
     assert elapsed < HANG_BOUND_SECONDS
@@ -62,7 +63,7 @@ def test_broker_down_gives_503_and_recovers(private_rabbitmq, backend_url, make_
     response = client.post("/tasks", json={"task": "add", "args": [1, 3]})
     assert response.status_code == 202, response.get_data(as_text=True)
     assert client.get("/readyz").status_code == 200
-    print(f"broker back: first POST accepted {time.monotonic() - started:.2f} s after restart")
+    report(f"[fault figures] broker-back: first POST accepted {time.monotonic() - started:.2f} s after restart")
 
 
 def test_result_store_down_gives_503_and_recovers(broker_url, private_redis, make_client):

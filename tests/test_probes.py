@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults import report
 from tests.processes import REPO, Worker
 from tests.servers import wait_until
 from worker.probes import HEARTBEAT_FILE, READY_FILE, ProbeFiles
@@ -115,7 +116,9 @@ def test_probes_follow_a_real_worker(private_rabbitmq, backend_url):
     worker.process.signal(signal.SIGSTOP)
     try:
         wait_until(lambda: not passes(runtime, "--live"), MAX_AGE + 5, "--live to fail on a stopped worker")
-        print(f"\nSIGSTOP: --live failed after {time.monotonic() - stopped_at:.1f} s (max age {MAX_AGE} s)")
+        report(
+            f"[probe figures] SIGSTOP: --live failed after {time.monotonic() - stopped_at:.1f} s (max age {MAX_AGE} s)"
+        )
         assert not passes(runtime, "--ready")
     finally:
         worker.process.signal(signal.SIGCONT)
@@ -129,7 +132,7 @@ def test_probes_follow_a_real_worker(private_rabbitmq, backend_url):
     private_rabbitmq.start()
     started = time.monotonic()
     wait_until(lambda: passes(runtime, "--ready"), 90, "--ready after the broker returned")
-    print(f"broker back: --ready passed again after {time.monotonic() - started:.1f} s")
+    report(f"[probe figures] broker back: --ready passed again after {time.monotonic() - started:.1f} s")
     assert worker.process.pid == pid and worker.process.alive()
 
     # --deep pings only this worker over the broker.

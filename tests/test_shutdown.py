@@ -15,7 +15,7 @@ import time
 import pytest
 from celery import states
 
-from tests.faults import Client, Figures
+from tests.faults import Client, Figures, report
 from tests.processes import Api, Worker
 from tests.servers import wait_until
 
@@ -106,7 +106,7 @@ def test_sigterm_to_the_api_lets_in_flight_requests_finish(broker_url, backend_u
     time.sleep(1.0)  # shutdown is under way while the bodies are still arriving
     responses = [_finish_slow_post(connection, body) for connection in in_flight]
     code = api.process.wait(30)
-    print(f"\n[fault figures] api-sigterm: in_flight=3 answered={sum(r.startswith('HTTP/1.1 202') for r in responses)}")
+    report(f"[fault figures] api-sigterm: in_flight=3 answered={sum(r.startswith('HTTP/1.1 202') for r in responses)}")
     assert code == 0
     for response in responses:
         assert response.startswith("HTTP/1.1 202"), response[:200]
