@@ -63,6 +63,7 @@ def test_worker_killed_mid_task_loses_nothing(private_rabbitmq, backend_url, cli
     workers = [Worker(private_rabbitmq.url, backend_url, name="victim", **extra).start().wait_ready()]
     kills = ["child", "child", "main", "child", "main", "child"]
     rng.shuffle(kills)
+    performed = []
     for kind in kills:
         time.sleep(rng.uniform(0.3, 1.5))
         current = workers[-1]
@@ -71,16 +72,19 @@ def test_worker_killed_mid_task_loses_nothing(private_rabbitmq, backend_url, cli
             children = pool_children(current.process.pid)
             if children:
                 os.kill(rng.choice(children), signal.SIGKILL)  # e.g. the OOM killer picks a pool process
+                performed.append(kind)
         else:
             # The main process dies; the container runtime then kills the rest,
             # and the Deployment starts a new pod.
             current.process.signal(signal.SIGKILL)
             current.process.kill()
+            performed.append(kind)
             workers.append(Worker(private_rabbitmq.url, backend_url, name="victim", **extra).start().wait_ready())
+    assert performed.count("main") == 2 and performed.count("child") >= 2, performed
     killed_at = time.monotonic()
     wait_until(lambda: not client.unfinished(ids), 240, "every task to finish after the kills", interval=0.5)
     figures = Figures("worker-kill", submitted=len(ids), recovery_seconds=time.monotonic() - killed_at)
-    figures.extra = {"kills": ",".join(kills), "worker_incarnations": len(workers)}
+    figures.extra = {"kills": ",".join(performed), "worker_incarnations": len(workers)}
     finish_figures(figures, client, ids, [w.log() for w in workers])
     assert figures.lost == 0
     assert figures.completed == len(ids), "every 202 task reaches SUCCESS"
