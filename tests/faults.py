@@ -21,8 +21,10 @@ from worker.submission import dependency_errors, describe, submit
 class Client:
     """An in-process client using the exact submission path of the API."""
 
-    def __init__(self, broker_url: str, backend_url: str, tmp_dir: Path) -> None:
-        settings = Settings(broker_url=broker_url, result_backend=backend_url, runtime_dir=str(tmp_dir))
+    def __init__(self, broker_url: str, backend_url: str, tmp_dir: Path, queue_type: str = "classic") -> None:
+        settings = Settings(
+            broker_url=broker_url, result_backend=backend_url, runtime_dir=str(tmp_dir), queue_type=queue_type
+        )
         self.app: Celery = create_celery(settings, role="client")
         self.errors = dependency_errors(self.app)
 
