@@ -109,9 +109,12 @@ def sleep(self: Task, seconds: float) -> dict[str, float]:
     bind=True,
     autoretry_for=(functions.TransientError,),
     max_retries=3,
-    retry_backoff=1,  # 1 s, 2 s, 4 s ... with full jitter
+    retry_backoff=1,  # 1 s, 2 s, 4 s ...
     retry_backoff_max=60,
-    retry_jitter=True,
+    # No jitter: Celery's full jitter can draw a 0 s countdown, and then the
+    # next attempt may finish before this one has stored its RETRY state,
+    # which then overwrites the final SUCCESS/FAILURE (seen in CI).
+    retry_jitter=False,
 )
 def flaky(self: Task, failures: int) -> str:
     return functions.flaky(failures, self.request.retries)
