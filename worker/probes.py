@@ -81,7 +81,11 @@ class ProbeFiles:
             self.beat()
 
     def stop(self) -> None:
+        # Join the thread first: a beat in flight would otherwise write the
+        # heartbeat again after it was removed (seen in CI).
         self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
         self.set_ready(False)
         self._remove(HEARTBEAT_FILE)
 
