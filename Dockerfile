@@ -57,10 +57,13 @@ RUN --mount=type=secret,id=pip_cert \
 # whatever the file times become when copied into the final stage.
 WORKDIR /app
 COPY run.sh celery_status.sh submit_tasks.py ./
+COPY workqueue/ workqueue/
 COPY api/ api/
 COPY worker/ worker/
+COPY cli/ cli/
 COPY loadtest/ loadtest/
-RUN python3 -m compileall -q -f --invalidation-mode unchecked-hash /app/api /app/worker /app/loadtest /opt/venv
+RUN python3 -m compileall -q -f --invalidation-mode unchecked-hash \
+        /app/workqueue /app/api /app/worker /app/cli /app/loadtest /opt/venv
 
 
 FROM ${BASE_IMAGE}
@@ -77,13 +80,13 @@ COPY --from=build /app /app
 # The venv first, then /app: `celery_status.sh --live` (the exec probe) and
 # `python3 submit_tasks.py` work from the working directory, as in the book.
 # PATH is spelt out because a base made with `podman import` sets none.
-# RUNTIME_DIR (probe files, gunicorn and prometheus scratch files) is the one
-# path written at run time: mount a writable volume at /tmp (an emptyDir).
+# RUNTIME_DIR (probe files, gunicorn and prometheus scratch files; default
+# under /tmp, see workqueue/settings.py) is the one path written at run time:
+# mount a writable volume at /tmp (an emptyDir).
 ENV PATH=/opt/venv/bin:/app:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    RUNTIME_DIR=/tmp/workqueue
+    PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /app
 USER 10001:10001

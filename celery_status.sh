@@ -12,6 +12,12 @@
 # --live and --ready start no process: bash builtins read two small files
 # that the worker writes into $RUNTIME_DIR (see worker/probes.py).
 # Silent on success; one line on stdout on failure (kubelet shows it).
+#
+# Environment: RUNTIME_DIR (default /tmp/workqueue) and WORKER_HEARTBEAT_MAX_AGE
+# (default 30 s), the same defaults as workqueue/settings.py (a test keeps
+# them equal: a probe cannot afford a Python start-up to read them);
+# --deep also reads WORKER_NODENAME (default celery@$HOSTNAME), PROBE_TIMEOUT
+# (default 5 s) and PYTHON (default python3).
 set -uo pipefail
 
 dir="${RUNTIME_DIR:-/tmp/workqueue}"

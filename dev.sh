@@ -6,9 +6,10 @@
 #   ./dev.sh test   install into .venv (and RabbitMQ/Redis with apt when
 #                   missing) and run the whole test suite; extra args go to pytest
 #
-# Needs only Python 3.11+. `up` uses RabbitMQ/Redis when configured
-# (BROKER_URL / RABBITMQ_HOST, RESULT_BACKEND / REDIS_HOST) or reachable on
-# localhost, and otherwise an embedded broker and result store.
+# Needs only Python 3.11+ (PYTHON picks it). `up` uses RabbitMQ/Redis when
+# configured (BROKER_URL / RABBITMQ_HOST, RESULT_BACKEND / REDIS_HOST) or
+# reachable on localhost, else an embedded broker and result store. `test`
+# uses TEST_BROKER_URL / TEST_RESULT_BACKEND when set, else private servers.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")"
@@ -45,7 +46,7 @@ case "${1:-}" in
   up)
     shift
     install_python_deps
-    exec "$venv/bin/python" -m worker.devserver "$@"
+    exec "$venv/bin/python" -m dev.launcher "$@"
     ;;
   test)
     shift

@@ -1,1 +1,1 @@
-"""HTTP side of workqueue: a Flask app that enqueues catalogued tasks."""
+"""The HTTP process: a Flask app that enqueues catalogued tasks (imports workqueue/ only)."""

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
 from flask import Flask
 
-from api import errors, metrics, openapi
+from api import auth, errors, limits, metrics
 from api.routes import bp
-from worker.celery_app import create_celery
-from worker.settings import Settings
-from worker.submission import dependency_errors
+from workqueue.client import TaskClient
+from workqueue.settings import Settings
 
 
-def create_app(settings: Settings | None = None, celery_app: Celery | None = None, **config: Any) -> Flask:
+def create_app(settings: Settings | None = None, client: TaskClient | None = None, **config: Any) -> Flask:
     """Build the API for ``settings`` (read from the environment if omitted)."""
-    settings = settings or Settings.from_env()
+    settings = settings or (client.settings if client else Settings.from_env())
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=openapi.MAX_BODY_BYTES, JSON_SORT_KEYS=False, **config)
-    app.json.sort_keys = False
-    celery = celery_app or create_celery(settings, role="client")
-    app.extensions["celery"] = celery
-    app.extensions["dependency_errors"] = dependency_errors(celery)
+    app.config.update(MAX_CONTENT_LENGTH=limits.MAX_BODY_BYTES, **config)
+    app.json.sort_keys = False  # fields in the order the views build them
+    app.extensions["workqueue"] = client or TaskClient(settings)
+    auth.install(app, settings.api_tokens)
     app.register_blueprint(bp)
     errors.register(app)
     metrics.instrument(app)

@@ -1,8 +1,10 @@
 """Every error leaves the API as ``{"error": {"code", "message"}}``.
 
 Client mistakes are 4xx with a message that says what to fix; an outage of
-the broker or the result store is 503 with ``Retry-After``; anything else
-is a 500 that is logged and does not leak internals.
+the broker or the result store, or a broker that blocks publishers, is 503
+with ``Retry-After`` (nothing was queued); a message the broker did not
+confirm in time is 504 carrying the task id (it may still run); anything
+else is a 500 that is logged and does not leak internals.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from worker.submission import DependencyUnavailable
+from workqueue.client import DependencyUnavailable, PublishUnconfirmed, RedisRequired
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,28 @@ def register(app: Flask) -> None:
     @app.errorhandler(DependencyUnavailable)
     def unavailable(exc: DependencyUnavailable) -> Response:
         logger.warning("%s", exc)
-        response = error_response(503, "unavailable", f"{exc.dependency} is unavailable; retry later")
+        if exc.blocked:
+            message = "the broker refuses new messages (a memory or disk alarm); nothing was queued, retry later"
+            response = error_response(503, "broker_blocked", message)
+        else:
+            response = error_response(503, "unavailable", f"{exc.dependency} is unavailable; retry later")
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+    @app.errorhandler(RedisRequired)
+    def needs_redis(exc: RedisRequired) -> Response:
+        return error_response(501, "not_implemented", str(exc))
+
+    @app.errorhandler(PublishUnconfirmed)
+    def unconfirmed(exc: PublishUnconfirmed) -> Response:
+        logger.warning("%s", exc)
+        message = (
+            f"the broker did not confirm task {exc.task_id} in time: it may still run. "
+            "GET its Location, or repeat the request with the same Idempotency-Key"
+        )
+        response = jsonify(error={"code": "publish_unconfirmed", "message": message, "task_id": exc.task_id})
+        response.status_code = 504
+        response.headers["Location"] = f"/tasks/{exc.task_id}"
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 

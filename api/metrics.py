@@ -1,19 +1,20 @@
 """Prometheus metrics of the API.
 
 Metric objects live at module level, as prometheus-client intends: they
-register once per process.  Under gunicorn each worker is its own process,
-so ``run.sh api`` sets ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` merges
-what every worker wrote there.
+register once per process.  Under gunicorn each worker is its own process;
+``/metrics`` merges what every one wrote (``workqueue.prometheus``).
 """
 
 from __future__ import annotations
 
-import os
+import socket
 import time
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from workqueue.catalogue import TaskDefinition
+from workqueue.prometheus import scrape_registry
 
 REQUESTS = Counter(
     "workqueue_api_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
@@ -25,19 +26,24 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 SUBMITTED = Counter("workqueue_api_tasks_submitted_total", "Tasks accepted (202) by task name", ["task"])
+# celery-exporter's name and labels (its dashboards read it).
+SENT = Counter("celery_task_sent", "Sent when a task message is published.", ["name", "hostname", "queue_name"])
+HOSTNAME = socket.gethostname()
+
+
+def task_sent(definition: TaskDefinition) -> None:
+    """One task accepted by the broker."""
+    SUBMITTED.labels(definition.name).inc()
+    SENT.labels(definition.celery_name, HOSTNAME, definition.queue).inc()
+
+
 ENQUEUE_FAILURES = Counter(
     "workqueue_api_enqueue_failures_total", "Submissions refused because a dependency was down", ["dependency"]
 )
 
 
 def render() -> Response:
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        registry = CollectorRegistry()
-        prometheus_multiprocess.MultiProcessCollector(registry)
-        payload = generate_latest(registry)
-    else:
-        payload = generate_latest()
-    return Response(payload, mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(scrape_registry()), mimetype=CONTENT_TYPE_LATEST)
 
 
 def instrument(app: Flask) -> None:

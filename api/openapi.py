@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document, generated from the task catalogue.
+"""The OpenAPI 3.1 document, generated from the task definitions.
 
 Served at ``/openapi.json``; the fuzz test (schemathesis) reads it, so what
 is documented here is what is checked.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.catalogue import CATALOGUE
-
-MAX_BODY_BYTES = 256 * 1024
+from api.limits import LISTED_STATES, MAX_BODY_BYTES, MAX_EVENTS_SECONDS, MAX_LIMIT, MAX_WAIT_SECONDS
+from workqueue.catalogue import Catalogue
+from workqueue.idempotency import MAX_KEY_LENGTH
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -27,14 +27,14 @@ def _json(description: str, ref: str) -> dict[str, Any]:
     }
 
 
-def _submission_schema() -> dict[str, Any]:
+def _submission_schema(tasks: Catalogue) -> dict[str, Any]:
     """Each task may be submitted with positional ``args`` or with ``kwargs``.
 
     (The API also accepts a mix, as Celery does; the document describes the
     two plain forms, which is what the fuzzer's positive cases exercise.)
     """
     variants = []
-    for spec in CATALOGUE.values():
+    for spec in tasks.values():
         schema = spec.schema
         variants.append(
             {
@@ -66,9 +66,35 @@ def _submission_schema() -> dict[str, Any]:
 
 
 TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "One key, one task: repeating a request with its key returns the original task (200).",
+    "schema": {"type": "string", "pattern": f"^[ -~]{{1,{MAX_KEY_LENGTH}}}$"},
+}
 
 
-def document() -> dict[str, Any]:
+def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    parameter = {"name": name, "in": "query", "required": False, "schema": schema}
+    return {**parameter, "description": description} if description else parameter
+
+
+def document(tasks: Catalogue, secured: bool = False) -> dict[str, Any]:
+    """The OpenAPI document; ``secured``: /tasks* need a bearer token (API_TOKENS)."""
+    doc = _document(tasks)
+    if secured:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        for path, operations in doc["paths"].items():
+            if path.startswith("/tasks"):
+                for name, operation in operations.items():
+                    if name != "parameters":
+                        operation["security"] = [{"bearer": []}]
+                        operation["responses"]["401"] = _error("Missing or wrong bearer token")
+    return doc
+
+
+def _document(tasks: Catalogue) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
@@ -77,34 +103,63 @@ def document() -> dict[str, Any]:
             "description": "Submit background tasks and read their results.",
         },
         "paths": {
-            "/tasks": {
+            "/catalogue": {
                 "get": {
                     "summary": "The catalogue of submittable tasks and their argument schemas",
                     "responses": {"200": _json("Catalogue", "Catalogue")},
                 },
+            },
+            "/tasks": {
+                "get": {
+                    "summary": "Submitted tasks, newest first; a page may hold fewer than limit when filtered",
+                    "parameters": [
+                        _query("state", {"type": "string", "enum": list(LISTED_STATES)}),
+                        _query("task", {"type": "string", "enum": sorted(tasks)}),
+                        _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+                    ],
+                    "responses": {
+                        "200": _json("A page of tasks", "TaskList"),
+                        "400": _error("The cursor is not one this API gave out"),
+                        "422": _error("Unknown state or task, or limit out of range"),
+                        "501": _error("The embedded result store keeps no index"),
+                        "503": _error("Result store unavailable"),
+                    },
+                },
                 "post": {
                     "summary": "Submit a task; 202 once the broker confirmed it",
+                    "parameters": [IDEMPOTENCY_KEY],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _submission_schema()}},
+                        "content": {"application/json": {"schema": _submission_schema(tasks)}},
                     },
                     "responses": {
+                        "200": _json("This Idempotency-Key's original task (nothing new accepted)", "Task"),
                         "202": _json("Accepted and confirmed by the broker", "Task"),
-                        "400": _error("Body is not valid JSON"),
+                        "400": _error("Body is not valid JSON, or a malformed Idempotency-Key"),
+                        "409": _error(
+                            "This Idempotency-Key was used for another request, or its first request is in progress"
+                        ),
                         "413": _error(f"Body larger than {MAX_BODY_BYTES} bytes"),
                         "415": _error("Content-Type is not application/json"),
                         "422": _error("Unknown task or invalid arguments"),
-                        "503": _error("Broker or result store unavailable; see Retry-After"),
+                        "503": _error(
+                            "Nothing was queued: broker or result store unavailable, or the broker blocks "
+                            "publishers (resource alarm); see Retry-After"
+                        ),
+                        "504": _error("Written but not confirmed in time: the task may run; error.task_id says which"),
                     },
                 },
             },
             "/tasks/{task_id}": {
                 "parameters": [TASK_ID],
                 "get": {
-                    "summary": "State and result of a task",
+                    "summary": "State and result of a task; with wait=N, as soon as it is final or after N seconds",
+                    "parameters": [_query("wait", {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS})],
                     "responses": {
                         "200": _json("The task", "Task"),
                         "404": _error("No task with this id was submitted"),
+                        "422": _error(f"wait is not a number from 0 to {MAX_WAIT_SECONDS}"),
                         "503": _error("Result store unavailable"),
                     },
                 },
@@ -115,6 +170,35 @@ def document() -> dict[str, Any]:
                         "404": _error("No task with this id was submitted"),
                         "409": _error("The task already finished"),
                         "503": _error("Broker or result store unavailable"),
+                    },
+                },
+            },
+            "/tasks/{task_id}/events": {
+                "parameters": [TASK_ID],
+                "get": {
+                    "summary": "Server-Sent Events: the task at each state change, until a final state",
+                    "parameters": [_query("timeout", {"type": "number", "minimum": 1, "maximum": MAX_EVENTS_SECONDS})],
+                    "responses": {
+                        "200": {"description": "event: state, data: the Task", "content": {"text/event-stream": {}}},
+                        "404": _error("No task with this id was submitted"),
+                        "422": _error("timeout out of range"),
+                        "501": _error("The embedded result store sends no notifications"),
+                        "503": _error("Result store unavailable"),
+                    },
+                },
+            },
+            "/tasks/{task_id}/retry": {
+                "parameters": [TASK_ID],
+                "post": {
+                    "summary": "Submit a failed or revoked task again, with its arguments; 202 with the new task",
+                    "responses": {
+                        "202": _json("The new task, linked by retry_of", "Task"),
+                        "404": _error("No task with this id was submitted, or its record expired"),
+                        "409": _error("The task is not FAILURE or REVOKED, or was already retried"),
+                        "422": _error("Its arguments are no longer valid against today's catalogue"),
+                        "501": _error("The embedded result store keeps no records for retries"),
+                        "503": _error("Broker or result store unavailable"),
+                        "504": _error("Written but not confirmed in time"),
                     },
                 },
             },
@@ -134,7 +218,11 @@ def document() -> dict[str, Any]:
                     "properties": {
                         "error": {
                             "type": "object",
-                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                                "task_id": {"type": "string", "format": "uuid"},
+                            },
                             "required": ["code", "message"],
                         }
                     },
@@ -150,10 +238,20 @@ def document() -> dict[str, Any]:
                         "error": {"type": "object"},
                         "progress": {},
                         "retries": {"type": "integer"},
+                        "retry_of": {"type": "string", "format": "uuid"},
+                        "retried_by": {"type": "string", "format": "uuid"},
                         "submitted_at": {"type": ["string", "null"]},
                         "completed_at": {"type": ["string", "null"]},
                     },
                     "required": ["id", "state"],
+                },
+                "TaskList": {
+                    "type": "object",
+                    "properties": {
+                        "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
+                        "next_cursor": {"type": ["string", "null"]},
+                    },
+                    "required": ["tasks", "next_cursor"],
                 },
                 "Catalogue": {
                     "type": "object",

@@ -1,4 +1,4 @@
-"""HTTP routes: thin views over ``worker.submission``."""
+"""HTTP routes: thin views over ``workqueue.client.TaskClient``."""
 
 from __future__ import annotations
 
@@ -6,25 +6,30 @@ import json
 import uuid
 from typing import Any
 
-from celery import Celery, states
+from celery import states
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from api import metrics, openapi
 from api.errors import ApiError, error_response
-from worker.catalogue import CATALOGUE, ValidationFailed, lookup
-from worker.submission import DependencyUnavailable, describe, submit
+from api.limits import DEFAULT_LIMIT, LISTED_STATES, MAX_EVENTS_SECONDS, MAX_LIMIT, MAX_WAIT_SECONDS
+from workqueue.catalogue import TaskDefinition, ValidationFailed
+from workqueue.client import (
+    DependencyUnavailable,
+    IdempotencyConflict,
+    PublishUnconfirmed,
+    RetryRefused,
+    TaskClient,
+)
+from workqueue.idempotency import MAX_KEY_LENGTH, valid_key
+from workqueue.index import BadCursor
 
 bp = Blueprint("tasks", __name__)
 
 SUBMISSION_KEYS = {"task", "args", "kwargs"}
 
 
-def _celery() -> Celery:
-    return current_app.extensions["celery"]
-
-
-def _errors() -> tuple[type[BaseException], ...]:
-    return current_app.extensions["dependency_errors"]
+def _client() -> TaskClient:
+    return current_app.extensions["workqueue"]
 
 
 def _json_body() -> Any:
@@ -47,7 +52,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _parse_submission(body: Any) -> tuple[str, dict[str, Any]]:
+def _parse_submission(body: Any) -> tuple[TaskDefinition, dict[str, Any]]:
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", 'body must be a JSON object like {"task": "add", "args": [2, 3]}')
     unknown = set(body) - SUBMISSION_KEYS
@@ -60,39 +65,123 @@ def _parse_submission(body: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(kwargs, dict):
         raise ApiError(422, "invalid_request", "kwargs must be a JSON object")
     try:
-        spec = lookup(body.get("task"))
-        return spec.name, spec.bind(args, kwargs)
+        definition = _client().catalogue.lookup(body.get("task"))
+        return definition, definition.bind(args, kwargs)
     except ValidationFailed as exc:
         raise ApiError(422, exc.code, exc.message) from None
 
 
-def _task_view(task_id: str) -> dict[str, Any]:
+def _known_id(task_id: str) -> str:
     try:
         uuid.UUID(task_id)
     except ValueError:
         raise ApiError(404, "not_found", "no task with this id was submitted (ids are UUIDs)") from None
-    view = describe(_celery(), task_id, _errors())
+    return task_id
+
+
+def _task_view(task_id: str, wait: float = 0.0) -> dict[str, Any]:
+    _known_id(task_id)
+    view = _client().wait(task_id, wait) if wait else _client().describe(task_id)
     if view is None:
         raise ApiError(404, "not_found", f"no task with id {task_id} was submitted (or its result expired)")
     return view
 
 
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not valid_key(key):
+        raise ApiError(
+            400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters"
+        )
+    return key
+
+
 @bp.post("/tasks")
 def submit_task() -> tuple[Response, int, dict[str, str]]:
-    name, kwargs = _parse_submission(_json_body())
+    key = _idempotency_key()
+    definition, kwargs = _parse_submission(_json_body())
+    client = _client()
     try:
-        task_id = submit(_celery(), CATALOGUE[name], kwargs, _errors())
-    except DependencyUnavailable as exc:
-        metrics.ENQUEUE_FAILURES.labels(exc.dependency).inc()
+        if key is None:
+            task_id, replayed = client.submit(definition, kwargs), False
+        else:
+            task_id, replayed = client.submit_once(definition, kwargs, key)
+    except (DependencyUnavailable, PublishUnconfirmed) as exc:
+        metrics.ENQUEUE_FAILURES.labels(getattr(exc, "dependency", "broker")).inc()
         raise
-    metrics.SUBMITTED.labels(name).inc()
+    except IdempotencyConflict as exc:
+        if exc.kind == "mismatch":
+            # 409, like "in progress": the request is valid, the key's state conflicts with it.
+            raise ApiError(
+                409, "idempotency_key_reused", f"Idempotency-Key was used for another request (task {exc.task_id})"
+            ) from None
+        raise ApiError(409, "idempotency_key_in_use", "a request with this Idempotency-Key is in progress") from None
     location = url_for("tasks.get_task", task_id=task_id)
-    return jsonify(id=task_id, task=name, state=states.PENDING), 202, {"Location": location}
+    if replayed:
+        # The original task, as it stands now; 200, not 202: nothing new was accepted.
+        view = client.describe(task_id) or {"id": task_id, "task": definition.name, "state": states.PENDING}
+        return jsonify(view), 200, {"Location": location, "Idempotent-Replayed": "true"}
+    metrics.task_sent(definition)
+    return jsonify(id=task_id, task=definition.name, state=states.PENDING), 202, {"Location": location}
+
+
+def _only_params(*allowed: str) -> None:
+    unknown = sorted(set(request.args) - set(allowed))
+    if unknown:
+        shown = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise ApiError(422, "invalid_parameter", f"unknown query parameter(s) {shown}; allowed: {', '.join(allowed)}")
+
+
+def _number_arg(name: str, default: float, low: float, high: float, kind: type = float) -> Any:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value != value or not low <= value <= high:  # value != value: NaN
+        raise ApiError(422, "invalid_parameter", f"{name} must be a number from {low:g} to {high:g} (got {raw[:40]!r})")
+    return value
 
 
 @bp.get("/tasks/<task_id>")
 def get_task(task_id: str) -> Response:
-    return jsonify(_task_view(task_id))
+    # ?wait=N: answer as soon as the task is final, or with its state after N seconds.
+    _only_params("wait")
+    return jsonify(_task_view(task_id, _number_arg("wait", 0.0, 0, MAX_WAIT_SECONDS)))
+
+
+@bp.get("/tasks/<task_id>/events")
+def task_events(task_id: str) -> Response:
+    """Server-Sent Events: the task's view at each state change, until a final state."""
+    _only_params("timeout")
+    _task_view(task_id)  # 404 before the stream starts
+    client = _client()
+    seconds = _number_arg("timeout", MAX_EVENTS_SECONDS, 1, MAX_EVENTS_SECONDS)
+
+    def stream() -> Any:
+        for view in client.watch(task_id, seconds):
+            if view is None:
+                return
+            yield f"event: state\ndata: {json.dumps(view, separators=(',', ':'))}\n\n"
+
+    return Response(stream(), mimetype="text/event-stream", headers={"Cache-Control": "no-store"})
+
+
+@bp.post("/tasks/<task_id>/retry")
+def retry_task(task_id: str) -> tuple[Response, int, dict[str, str]]:
+    _known_id(task_id)
+    try:
+        new_id = _client().retry(task_id)
+    except RetryRefused as exc:
+        status = 404 if exc.kind == "unknown" else 409
+        raise ApiError(status, "not_found" if status == 404 else exc.kind, str(exc)) from None
+    except ValidationFailed as exc:
+        raise ApiError(422, exc.code, f"no longer valid against today's catalogue: {exc.message}") from None
+    view = _client().describe(new_id) or {"id": new_id, "state": states.PENDING, "retry_of": task_id}
+    metrics.task_sent(_client().catalogue[view["task"]])
+    return jsonify(view), 202, {"Location": url_for("tasks.get_task", task_id=new_id)}
 
 
 @bp.delete("/tasks/<task_id>")
@@ -100,30 +189,36 @@ def revoke_task(task_id: str) -> tuple[Response, int] | Response:
     view = _task_view(task_id)
     if view["state"] in states.READY_STATES:
         return error_response(409, "already_finished", f"task {task_id} already finished ({view['state']})")
-    try:
-        # Broadcast to the running workers: a task not yet started is
-        # discarded; one already running finishes (prefork cannot stop it
-        # safely without killing its process).
-        _celery().control.revoke(task_id)
-    except _errors() as exc:
-        raise DependencyUnavailable("broker", exc) from exc
+    _client().revoke(task_id)
     view["revoke_requested"] = True
     return jsonify(view), 202
 
 
 @bp.get("/tasks")
+def list_tasks() -> Response:
+    """Submitted tasks, newest first: ?state=&task=&cursor=&limit= (see TaskClient.list_tasks)."""
+    _only_params("state", "task", "cursor", "limit")
+    client = _client()
+    state = request.args.get("state")
+    if state is not None and state not in LISTED_STATES:
+        raise ApiError(422, "invalid_parameter", f"state must be one of {', '.join(LISTED_STATES)}")
+    task = request.args.get("task")
+    if task is not None:
+        try:
+            task = client.catalogue.lookup(task).name
+        except ValidationFailed as exc:
+            raise ApiError(422, "invalid_parameter", exc.message) from None
+    limit = _number_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT, int)
+    try:
+        tasks, next_cursor = client.list_tasks(state, task, request.args.get("cursor"), limit)
+    except BadCursor as exc:
+        raise ApiError(400, "invalid_cursor", str(exc)) from None
+    return jsonify(tasks=tasks, next_cursor=next_cursor)
+
+
+@bp.get("/catalogue")
 def catalogue() -> Response:
-    return jsonify(
-        tasks=[
-            {
-                "name": spec.name,
-                "summary": spec.summary,
-                "params": [name for name, _ in spec.params],
-                "schema": spec.schema,
-            }
-            for spec in CATALOGUE.values()
-        ]
-    )
+    return jsonify(tasks=[definition.describe() for definition in _client().catalogue.values()])
 
 
 @bp.get("/healthz")
@@ -133,28 +228,13 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    checks = {"broker": _check_broker(), "result_backend": _check_backend()}
+    client = _client()
+    checks = client.readiness()
     ready = all(value == "ok" for value in checks.values())
-    return jsonify(status="ready" if ready else "unready", checks=checks), 200 if ready else 503
-
-
-def _check_broker() -> str:
-    """One connection attempt, bounded by broker_connection_timeout."""
-    try:
-        with _celery().connection_for_write() as connection:
-            connection.connect()
-    except _errors() as exc:
-        return f"unavailable: {type(exc).__name__}"
-    return "ok"
-
-
-def _check_backend() -> str:
-    backend = _celery().backend
-    try:
-        backend.get(backend.key_t("workqueue-readyz"))  # any round trip; the key need not exist
-    except _errors() as exc:
-        return f"unavailable: {type(exc).__name__}"
-    return "ok"
+    # Queues nobody consumes are shown, not held against the API's readiness:
+    # their tasks wait safely until a worker pool for them starts.
+    queues = client.queue_consumers() if checks["broker"] == "ok" else {}
+    return jsonify(status="ready" if ready else "unready", checks=checks, queues=queues), 200 if ready else 503
 
 
 @bp.get("/metrics")
@@ -164,4 +244,5 @@ def metrics_endpoint() -> Response:
 
 @bp.get("/openapi.json")
 def openapi_document() -> Response:
-    return jsonify(openapi.document())
+    client = _client()
+    return jsonify(openapi.document(client.catalogue, secured=bool(client.settings.api_tokens)))

@@ -6,16 +6,12 @@ import contextlib
 import shutil
 import statistics
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from testing import servers
+from testing.processes import REPO, Api, Worker
 
-from tests import servers  # noqa: E402 - needs the repo on sys.path
-from tests.processes import Api, Worker  # noqa: E402
+__all__ = ["REPO", "Api", "Worker", "ensure_apt", "median", "percentile", "private_servers", "running"]
 
 
 @contextlib.contextmanager

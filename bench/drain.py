@@ -10,7 +10,7 @@ completion to the last, so process start-up is not counted.  Finally, the
 latency of one task submitted behind a queue of D tasks shows how latency
 grows with queue depth.  Goals: ours >= Dramatiq, ours >= 0.4 x raw consume.
 
-    .venv/bin/python bench/drain.py [--tasks 5000]
+    .venv/bin/python -m bench.drain [--tasks 5000]
 """
 
 from __future__ import annotations
@@ -18,16 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import redis
-from common import REPO, Worker, private_servers
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from tests.servers import Process, new_server_dir
-from worker.celery_app import close_celery, create_celery  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from bench.common import REPO, Worker, private_servers
+from testing.faults import make_client
+from testing.servers import Process, new_server_dir
 
 
 def wait_count(count: Callable[[], int], target: int, timeout: float = 600) -> float:
@@ -55,7 +56,7 @@ def raw_kombu(broker_url: str, n: int) -> float:
             producer.publish({"x": i}, delivery_mode=2)
         received = 0
 
-        def on_message(body: object, message) -> None:  # noqa: ANN001
+        def on_message(body: object, message) -> None:
             nonlocal received
             message.ack()
             received += 1
@@ -71,11 +72,9 @@ def raw_kombu(broker_url: str, n: int) -> float:
 
 def dramatiq_rate(broker_url: str, backend_url: str, n: int) -> float:
     broker_url = broker_url.rstrip("/") + "/%2F"  # pika wants the default vhost spelled out
-    env = {**os.environ, "BENCH_BROKER_URL": broker_url, "BENCH_REDIS_URL": backend_url,
-           "PYTHONPATH": f"{REPO / 'bench'}{os.pathsep}{REPO}"}  # fmt: skip
+    env = {**os.environ, "BENCH_BROKER_URL": broker_url, "BENCH_REDIS_URL": backend_url}
     os.environ.update(BENCH_BROKER_URL=broker_url, BENCH_REDIS_URL=backend_url)
-    sys.path.insert(0, str(REPO / "bench"))
-    import dramatiq_actors  # noqa: PLC0415 - needs the environment above
+    from bench import dramatiq_actors  # the actors read the environment above on import
 
     counter = redis.Redis.from_url(backend_url)
     counter.delete("dramatiq-done")
@@ -83,8 +82,8 @@ def dramatiq_rate(broker_url: str, backend_url: str, n: int) -> float:
         dramatiq_actors.noop.send(i)
     dramatiq_actors.dramatiq.get_broker().close()
     log_dir = new_server_dir("dramatiq")
-    argv = [sys.executable, "-m", "dramatiq", "dramatiq_actors", "--processes", "2", "--threads", "1"]
-    process = Process(argv, env, log_dir / "dramatiq.log", cwd=str(REPO / "bench"))
+    argv = [sys.executable, "-m", "dramatiq", "bench.dramatiq_actors", "--processes", "2", "--threads", "1"]
+    process = Process(argv, env, log_dir / "dramatiq.log", cwd=str(REPO))
     try:
         return wait_count(lambda: int(counter.get("dramatiq-done") or 0), n)
     finally:
@@ -92,18 +91,12 @@ def dramatiq_rate(broker_url: str, backend_url: str, n: int) -> float:
 
 
 def publish_celery_tasks(broker_url: str, backend_url: str, n: int) -> list[str]:
-    """Queue ``n`` add tasks fast (no confirms: publishing is not what is measured)."""
-    settings = Settings(broker_url=broker_url, result_backend=backend_url, runtime_dir="/tmp")
-    app = create_celery(settings, role="client")
-    app.conf.broker_transport_options = {}
-    ids = []
+    """Queue ``n`` add tasks through ``TaskClient``, as the API does (record + publisher confirm)."""
+    client = make_client(broker_url, backend_url, Path(tempfile.gettempdir()))
     try:
-        with app.producer_or_acquire() as producer:
-            for i in range(n):
-                ids.append(app.send_task("workqueue.add", args=(i, i), producer=producer).id)
+        return [client.submit("add", {"x": i, "y": i}) for i in range(n)]
     finally:
-        close_celery(app)
-    return ids
+        client.close()
 
 
 def celery_rate(broker_url: str, backend_url: str, n: int, extra_args: tuple[str, ...] = (), **env: str) -> float:
@@ -112,7 +105,8 @@ def celery_rate(broker_url: str, backend_url: str, n: int, extra_args: tuple[str
     publish_celery_tasks(broker_url, backend_url, n)
     worker = Worker(broker_url, backend_url, name="drain", **env).start(*extra_args)
     try:
-        return wait_count(results.dbsize, n)
+        # Each task leaves its submission record and its result: count results only.
+        return wait_count(lambda: results.dbsize() - n, n)
     finally:
         worker.stop()
 

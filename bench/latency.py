@@ -6,7 +6,7 @@ measured in the same run, is an HTTP round trip to the no-op ``/healthz``
 on the same server: the ratio says how many plain round trips one task
 costs.  Goal: p50 under 20 ms.
 
-    .venv/bin/python bench/latency.py [--tasks 300]
+    .venv/bin/python -m bench.latency [--tasks 300]
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import argparse
 import time
 
 import requests
-from common import Api, Worker, median, percentile, private_servers, running
+
+from bench.common import Api, Worker, median, percentile, private_servers, running
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ and measures CPU (user+sys of the child, from getrusage) per call of:
 Goals: --live/--ready at least 100x cheaper in CPU than ``inspect ping``,
 and under 20 ms wall.
 
-    .venv/bin/python bench/probes.py [--calls 200] [--celery-calls 5]
+    .venv/bin/python -m bench.probes [--calls 200] [--celery-calls 5]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from common import REPO, Worker, median, private_servers, running
+from bench.common import REPO, Worker, median, private_servers, running
 
 
 def cost(argv: list[str], env: dict[str, str], calls: int) -> tuple[float, float]:

@@ -1,24 +1,30 @@
-"""POST /tasks throughput vs a no-op endpoint on the same gunicorn server.
+"""POST /tasks throughput vs a no-op endpoint, for each serving model of the API.
 
 Both are driven by wrk (C, so the load generator is not the bottleneck)
-against one ``run.sh api`` with its production settings (gthread, publisher
-confirms, submission record in Redis).  The no-op baseline is ``GET
-/healthz``: same server, same Flask middleware, no broker or Redis.  Rounds
-alternate the two so machine noise hits both alike; the ratio of medians is
-the figure.  Goal: POST >= 0.5 of the no-op rate.
+against ``run.sh api`` with its production settings (publisher confirms,
+submission record in Redis).  The no-op baseline is ``GET /healthz``: same
+server, same Flask middleware, no broker or Redis.  One API per serving model
+(``API_WORKER_CLASS``: gevent, the default, and gthread, the earlier one) runs
+side by side, and rounds alternate models and endpoints so machine noise hits
+all alike; the ratios of medians are the figures.  Besides the rates, the
+CPU time the API's processes used per request (read from /proc) is reported:
+on a shared machine it moves less than a rate does.  Goal: POST >= 0.5 of the
+no-op rate.
 
-    .venv/bin/python bench/submit_throughput.py [--seconds 8] [--rounds 3]
+    .venv/bin/python -m bench.submit_throughput [--seconds 8] [--rounds 3] [--models gevent,gthread]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import Api, ensure_apt, median, private_servers
+from bench.common import Api, ensure_apt, median, private_servers
 
 POST_SCRIPT = """
 wrk.method = "POST"
@@ -27,18 +33,60 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | None) -> tuple[float, float]:
+def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | None) -> tuple[float, float, int]:
+    """(requests/s, p50 ms, requests) of one wrk run."""
     argv = [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if script:
         argv[1:1] = ["-s", str(script)]
     output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", output)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if errors:
         raise SystemExit(f"wrk saw {errors.group(1)} error responses:\n{output}")
-    return rate, float(p50.group(1)) * scale[p50.group(2)] if p50 else float("nan")
+    return rate, float(p50.group(1)) * scale[p50.group(2)] if p50 else float("nan"), total
+
+
+def cpu_seconds(process_group: int) -> float:
+    """User + system CPU time of every live process in ``process_group`` (gunicorn's master and workers)."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) == process_group:  # fields after the name: state, ppid, pgrp, ...
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Endpoint:
+    """Rounds of one endpoint on one API."""
+
+    rates: list[float] = field(default_factory=list)
+    p50s: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)  # API CPU per request
+
+    def add(self, api: Api, measure: tuple[str, str, int, int, Path | None]) -> None:
+        assert api.process is not None
+        before = cpu_seconds(api.process.pid)
+        rate, p50, total = run_wrk(*measure)
+        self.rates.append(rate)
+        self.p50s.append(p50)
+        self.cpu_ms.append(1000 * (cpu_seconds(api.process.pid) - before) / total)
+
+    def line(self, label: str) -> str:
+        rounds = [round(r) for r in self.rates]
+        return (
+            f"{label:<26}: {median(self.rates):6.0f} req/s  p50 {median(self.p50s):5.2f} ms  "
+            f"CPU {median(self.cpu_ms):.2f} ms/req  rounds {rounds}"
+        )
 
 
 def main() -> None:
@@ -47,28 +95,41 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", default="2", help="API_WORKERS (gunicorn processes)")
-    parser.add_argument("--threads", default="4", help="API_THREADS per process")
+    parser.add_argument("--threads", default="4", help="API_THREADS per process (gthread)")
+    parser.add_argument("--models", default="gevent,gthread", help="API_WORKER_CLASS values, side by side")
     args = parser.parse_args()
+    models = args.models.split(",")
     wrk = ensure_apt("wrk", "wrk")
+    results = {model: (Endpoint(), Endpoint()) for model in models}
     with private_servers() as (broker_url, backend_url), tempfile.TemporaryDirectory() as scratch:
         script = Path(scratch) / "post.lua"
         script.write_text(POST_SCRIPT)
-        api = Api(broker_url, backend_url, API_WORKERS=args.workers, API_THREADS=args.threads).start().wait_ready()
+        apis = {
+            model: Api(
+                broker_url, backend_url, API_WORKERS=args.workers, API_THREADS=args.threads, API_WORKER_CLASS=model
+            )
+            for model in models
+        }
         try:
-            noop, post, noop_p50, post_p50 = [], [], [], []
+            for api in apis.values():
+                api.start().wait_ready()
             for _ in range(args.rounds):
-                rate, p50 = run_wrk(wrk, f"{api.url}/healthz", args.seconds, args.connections, None)
-                noop.append(rate)
-                noop_p50.append(p50)
-                rate, p50 = run_wrk(wrk, f"{api.url}/tasks", args.seconds, args.connections, script)
-                post.append(rate)
-                post_p50.append(p50)
+                for model, api in apis.items():
+                    noop, post = results[model]
+                    noop.add(api, (wrk, f"{api.url}/healthz", args.seconds, args.connections, None))
+                    post.add(api, (wrk, f"{api.url}/tasks", args.seconds, args.connections, script))
         finally:
-            api.stop()
-    for label, rates, p50s in (("no-op GET /healthz", noop, noop_p50), ("POST /tasks (add) ", post, post_p50)):
-        rounds = [round(r) for r in rates]
-        print(f"{label} : {median(rates):8.0f} req/s  p50 {median(p50s):.2f} ms  rounds {rounds}")
-    print(f"ratio POST/no-op   : {median(post) / median(noop):.2f}  (goal >= 0.5; publisher confirms on)")
+            for api in apis.values():
+                api.stop()
+    for model, (noop, post) in results.items():
+        print(noop.line(f"{model}: no-op GET /healthz"))
+        print(post.line(f"{model}: POST /tasks (add)"))
+        print(f"{model}: ratio POST/no-op     : {median(post.rates) / median(noop.rates):.2f}  (goal >= 0.5)")
+    if len(models) > 1:
+        first, *others = models
+        for other in others:
+            ratio = median(results[first][1].rates) / median(results[other][1].rates)
+            print(f"POST rate {first}/{other}      : {ratio:.2f}")
 
 
 if __name__ == "__main__":

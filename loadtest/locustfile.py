@@ -74,7 +74,7 @@ class TaskSubmitter(HttpUser):
 
 
 @events.quitting.add_listener
-def write_totals(environment, **kwargs) -> None:  # noqa: ANN001 - Locust's hook signature
+def write_totals(environment, **kwargs) -> None:  # Locust's hook signature
     path = os.environ.get("WORKQUEUE_LOADTEST_TOTALS")
     if not path:
         return

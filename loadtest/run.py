@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,10 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kombu import Connection
-
-from worker.celery_app import DEFAULT_QUEUE
-from worker.settings import from_env_or_exit
+from workqueue.client import DependencyUnavailable, TaskClient
+from workqueue.settings import from_env_or_exit
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 PERCENTILES = ("50%", "95%", "99%")
@@ -34,26 +33,21 @@ PERCENTILES = ("50%", "95%", "99%")
 class QueueSampler(threading.Thread):
     """Samples the task queue's ready-message count once a second."""
 
-    def __init__(self, broker_url: str, path: Path) -> None:
+    def __init__(self, client: TaskClient, path: Path) -> None:
         super().__init__(name="queue-sampler", daemon=True)
-        self.broker_url = broker_url
+        self.client = client
         self.path = path
         self.done = threading.Event()
         self.rows: list[tuple[float, int]] = []
 
     def run(self) -> None:
         started = time.time()
-        connection = Connection(self.broker_url, connect_timeout=2)
         while not self.done.is_set():
             try:
-                depth = connection.default_channel.queue_declare(DEFAULT_QUEUE, passive=True).message_count
-                self.rows.append((round(time.time() - started, 2), depth))
-            except Exception as exc:  # noqa: BLE001 - keep sampling through a broker blip
+                self.rows.append((round(time.time() - started, 2), self.client.queue_depth()))
+            except DependencyUnavailable as exc:  # keep sampling through a broker blip
                 print(f"queue depth unavailable: {exc}", file=sys.stderr)
-                connection.close()
-                connection = Connection(self.broker_url, connect_timeout=2)
             self.done.wait(1.0)
-        connection.close()
         with open(self.path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["seconds", "messages_ready"])
@@ -109,10 +103,10 @@ def _merge_percentiles(entries: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def plot(out: Path, queue: list[tuple[float, int]]) -> list[Path]:
-    import matplotlib  # noqa: PLC0415 - heavy; only the report needs it
+    import matplotlib  # heavy: only the report needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     history = read_csv(out / "locust_stats_history.csv")
     start = min(int(row["Timestamp"]) for row in history)
@@ -176,15 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("loadtest-report"))
     parser.add_argument("--broker-url", help="where to read queue depth (default: from the environment)")
     args = parser.parse_args(argv)
-    broker_url = args.broker_url or from_env_or_exit().broker_url
+    settings = from_env_or_exit()
+    if args.broker_url:
+        settings = dataclasses.replace(settings, broker_url=args.broker_url)
+    client = TaskClient(settings)
     args.out.mkdir(parents=True, exist_ok=True)
-    sampler = QueueSampler(broker_url, args.out / "queue_depth.csv")
+    sampler = QueueSampler(client, args.out / "queue_depth.csv")
     sampler.start()
     started = time.monotonic()
     code = run_locust(args, args.out)
     duration = time.monotonic() - started
     sampler.done.set()
     sampler.join(10)
+    client.close()
     summary = summarize(args.out, min(duration, float(args.duration)) or duration, sampler.rows)
     summary["plots"] = [path.name for path in plot(args.out, sampler.rows)]
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -30,6 +30,8 @@
 #                          pip's cert, else the system bundle); it reaches the
 #                          build as a secret, never a layer
 #   PODMAN_BUILD_NETWORK   network of the build's RUN steps (e.g. host)
+#   EXTRAS                 optional dependency groups baked in (e.g. loadtest)
+#   TMPDIR                 the system temp directory (default /tmp)
 set -euo pipefail
 
 repo="$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)"

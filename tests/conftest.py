@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import faults, servers
-from tests.processes import Api, Worker
-from worker.settings import Settings
+from testing import faults, servers
+from testing.processes import Api, Worker
+from workqueue.settings import Settings
 
 servers.reap_leftovers()
 atexit.register(servers.kill_all)

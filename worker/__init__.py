@@ -1,1 +1,1 @@
-"""Celery side of workqueue: settings, task catalogue, tasks, probes."""
+"""The Celery worker process: entry point, tasks, probe, shutdown and metrics bootsteps."""

@@ -1,5 +1,31 @@
-"""The ``celery -A worker.main`` entry point: the one module that builds an app on import."""
+"""The Celery worker process: ``celery -A worker.main worker`` (``run.sh worker``).
 
-from worker.celery_app import create_celery
+``create_worker_app`` builds the app with the shared factory, registers a
+Celery task for every catalogued definition and installs the worker's own
+bootsteps: probe files, bounded graceful shutdown, metrics, stored revokes.  ``app`` is
+built on import because that is what ``celery -A`` loads; this is the one
+module that does so.
+"""
 
-app = create_celery()
+from __future__ import annotations
+
+from celery import Celery
+
+from worker import celery_tasks, metrics, probes, revoked, shutdown
+from workqueue import catalogue
+from workqueue.celery_app import create_celery
+from workqueue.settings import Settings
+
+
+def create_worker_app(settings: Settings | None = None) -> Celery:
+    settings = settings or Settings.from_env()
+    app = create_celery(settings, role="worker")
+    celery_tasks.register(app, catalogue.for_settings(settings))
+    probes.install(app)
+    shutdown.install(app)
+    revoked.install(app)
+    metrics.install(app)
+    return app
+
+
+app = create_worker_app()

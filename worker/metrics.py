@@ -2,36 +2,57 @@
 
 Tasks run in prefork pool processes, so the counters are written in those
 processes through prometheus-client's multiprocess mode
-(``PROMETHEUS_MULTIPROC_DIR``, set and emptied by ``run.sh worker``) and
-merged by the HTTP server in the main process.  Queue depth is read from
+(``workqueue.prometheus``) and merged by the HTTP server in the main process.  Queue depth is read from
 the broker at scrape time (a passive queue declare), not guessed.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from celery import Celery, bootsteps, signals
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client import multiprocess as prometheus_multiprocess
+from celery.worker import state as worker_state
+from prometheus_client import Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from worker.celery_app import DEFAULT_QUEUE
+from workqueue import catalogue
+from workqueue.celery_app import DEFAULT_QUEUE
+from workqueue.client import queue_status
+from workqueue.prometheus import scrape_registry
 
 logger = logging.getLogger(__name__)
 
 TASKS = Counter("workqueue_worker_tasks_total", "Task executions by task name and outcome", ["task", "outcome"])
+RUNTIME_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600)
 RUNTIME = Histogram(
-    "workqueue_worker_task_runtime_seconds",
-    "Task runtime by task name",
-    ["task"],
-    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600),
+    "workqueue_worker_task_runtime_seconds", "Task runtime by task name", ["task"], buckets=RUNTIME_BUCKETS
+)
+QUEUE_WAIT = Histogram(
+    "workqueue_task_queue_wait_seconds",
+    "From submission (the API's clock) to the start of the task (the worker's clock)",
+    ["name", "queue_name"],
+    buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800),
+)
+
+# The names and labels of celery-exporter (danihodovic/celery-exporter), so
+# its dashboards and alerts work unchanged; counted here from signals
+# instead of from task events, which cost throughput.
+EXPORTER_LABELS = ["name", "hostname", "queue_name"]
+RECEIVED = Counter("celery_task_received", "Sent when the worker receives a task.", EXPORTER_LABELS)
+STARTED = Counter("celery_task_started", "Sent just before the worker executes the task.", EXPORTER_LABELS)
+SUCCEEDED = Counter("celery_task_succeeded", "Sent if the task executed successfully.", EXPORTER_LABELS)
+FAILED = Counter(
+    "celery_task_failed", "Sent if the execution of the task failed.", ["name", "hostname", "exception", "queue_name"]
+)
+RETRIED = Counter("celery_task_retried", "Sent if the task failed, but will be retried in the future.", EXPORTER_LABELS)
+REVOKED = Counter("celery_task_revoked", "Sent if the task has been revoked.", EXPORTER_LABELS)
+CELERY_RUNTIME = Histogram(
+    "celery_task_runtime", "Histogram of task runtime measurements.", EXPORTER_LABELS, buckets=RUNTIME_BUCKETS
 )
 
 _started: dict[str, float] = {}
@@ -42,43 +63,120 @@ def _name(task: Any) -> str:
     return name.removeprefix("workqueue.")
 
 
+def exporter_labels(name: str | None, request: Any) -> dict[str, str]:
+    """celery-exporter's labels: the Celery task name, the worker's host, the queue it came from."""
+    hostname = getattr(request, "hostname", None) or ""
+    delivery = getattr(request, "delivery_info", None) or {}
+    return {
+        "name": name or "unknown",
+        "hostname": hostname.split("@", 1)[-1],
+        "queue_name": delivery.get("routing_key") or DEFAULT_QUEUE,
+    }
+
+
+@signals.task_received.connect
+def _on_received(request: Any = None, **kwargs: Any) -> None:
+    RECEIVED.labels(**exporter_labels(request.name, request)).inc()
+
+
 @signals.task_prerun.connect
 def _on_prerun(task_id: str = "", task: Any = None, **kwargs: Any) -> None:
     _started[task_id] = time.perf_counter()
     TASKS.labels(_name(task), "started").inc()
+    labels = exporter_labels(task.name, task.request)
+    STARTED.labels(**labels).inc()
+    submitted = getattr(task.request, "workqueue_submitted_at", None)  # a header the publisher sets
+    if isinstance(submitted, int | float) and task.request.retries == 0:
+        QUEUE_WAIT.labels(labels["name"], labels["queue_name"]).observe(max(0.0, time.time() - submitted))
 
 
 @signals.task_postrun.connect
 def _on_postrun(task_id: str = "", task: Any = None, state: str = "", **kwargs: Any) -> None:
     started = _started.pop(task_id, None)
-    if started is not None:
-        RUNTIME.labels(_name(task)).observe(time.perf_counter() - started)
+    runtime = None if started is None else time.perf_counter() - started
+    if runtime is not None:
+        RUNTIME.labels(_name(task)).observe(runtime)
     if state in ("SUCCESS", "FAILURE"):
         TASKS.labels(_name(task), state.lower()).inc()
+    if state == "SUCCESS":
+        labels = exporter_labels(task.name, task.request)
+        SUCCEEDED.labels(**labels).inc()
+        if runtime is not None:
+            CELERY_RUNTIME.labels(**labels).observe(runtime)
+
+
+@signals.task_failure.connect
+def _on_failure(sender: Any = None, exception: BaseException | None = None, **kwargs: Any) -> None:
+    labels = exporter_labels(sender.name, sender.request)
+    FAILED.labels(exception=type(exception).__name__, **labels).inc()
 
 
 @signals.task_retry.connect
-def _on_retry(sender: Any = None, **kwargs: Any) -> None:
+def _on_retry(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
     TASKS.labels(_name(sender), "retried").inc()
+    RETRIED.labels(**exporter_labels(sender.name, request)).inc()
+
+
+@signals.task_revoked.connect
+def _on_revoked(request: Any = None, **kwargs: Any) -> None:
+    count_revoked(request.name, request)
+
+
+def count_revoked(name: str | None, request: Any) -> None:
+    """A revoke: discarded on receipt (Celery's signal), or stopped while running (ours)."""
+    REVOKED.labels(**exporter_labels(name, request)).inc()
+
+
+class WorkerStateCollector(Collector):
+    """``celery_worker_up`` and ``celery_worker_tasks_active`` of this worker, at scrape time."""
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        host = (self.worker.hostname or "").split("@", 1)[-1]
+        files = getattr(self.worker, "probe_files", None)
+        up = GaugeMetricFamily(
+            "celery_worker_up", "Indicates if a worker is connected and consuming.", labels=["hostname"]
+        )
+        up.add_metric([host], 1.0 if files is not None and files.connected else 0.0)
+        active = GaugeMetricFamily(
+            "celery_worker_tasks_active", "The number of tasks the worker is currently processing", labels=["hostname"]
+        )
+        active.add_metric([host], float(len(worker_state.active_requests)))
+        yield up
+        yield active
 
 
 class QueueDepthCollector(Collector):
-    """``workqueue_queue_messages``: ready messages in the task queue, read at scrape time."""
+    """Ready messages and consumers of every task queue, read from the broker at scrape time."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, queues: list[str]) -> None:
         self.app = app
+        self.queues = queues
         self.lock = threading.Lock()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("workqueue_queue_messages", "Messages ready in the queue", labels=["queue"])
+        exporter = GaugeMetricFamily(
+            "celery_queue_length", "The number of message in broker queue.", labels=["queue_name"]
+        )
+        consumers = GaugeMetricFamily(
+            "celery_active_consumer_count", "The number of active consumer in broker queue.", labels=["queue_name"]
+        )
         try:
             with self.lock, self.app.connection_for_read() as connection:
                 connection.ensure_connection(max_retries=1, timeout=2)
-                depth = connection.default_channel.queue_declare(DEFAULT_QUEUE, passive=True).message_count
-            family.add_metric([DEFAULT_QUEUE], depth)
-        except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the broker did
+                for queue in self.queues:
+                    depth, consuming = queue_status(connection, queue)
+                    family.add_metric([queue], depth)
+                    exporter.add_metric([queue], depth)
+                    consumers.add_metric([queue], consuming)
+        except Exception as exc:  # a scrape must not fail because the broker did
             logger.debug("queue depth unavailable: %s", exc)
         yield family
+        yield exporter
+        yield consumers
 
 
 class MetricsServerStep(bootsteps.StartStopStep):
@@ -95,12 +193,11 @@ class MetricsServerStep(bootsteps.StartStopStep):
     def start(self, worker: Any) -> None:
         if not self.port:
             return
-        registry = CollectorRegistry()
-        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-            prometheus_multiprocess.MultiProcessCollector(registry)
-        else:
-            registry.register(_DefaultCollectors())
-        registry.register(QueueDepthCollector(worker.app))
+        registry = scrape_registry()
+        settings = worker.app.conf.workqueue_settings
+        queues = sorted({*settings.worker_queues, *catalogue.for_settings(settings).queues})
+        registry.register(QueueDepthCollector(worker.app, queues))
+        registry.register(WorkerStateCollector(worker))
         try:
             self.server, _ = start_http_server(self.port, registry=registry)
         except OSError as exc:  # metrics must never stop the worker
@@ -110,15 +207,6 @@ class MetricsServerStep(bootsteps.StartStopStep):
         if self.server is not None:
             self.server.shutdown()
             self.server = None
-
-
-class _DefaultCollectors(Collector):
-    """Without multiprocess mode (solo pool, tests): this process's own metrics."""
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client import REGISTRY  # noqa: PLC0415
-
-        yield from REGISTRY.collect()
 
 
 def install(app: Celery) -> None:

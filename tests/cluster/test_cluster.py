@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.kube import CHART
+from dev.manifests import CHART
 
 pytestmark = [
     pytest.mark.cluster,
@@ -37,12 +37,14 @@ CLIENT_LABELS = {
 
 @pytest.fixture(scope="module")
 def namespace() -> Iterator[str]:
-    from kubernetes import client, config  # noqa: PLC0415 - only with a cluster
+    from kubernetes import client, config
 
     config.load_kube_config()
     name = f"workqueue-e2e-{secrets.token_hex(3)}"
     core = client.CoreV1Api()
-    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    # PodSecurity "restricted" enforced: a pod of the chart that breaks it is refused.
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
     try:
         yield name
     finally:
@@ -53,7 +55,7 @@ def namespace() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def release(namespace: str) -> Iterator[Any]:
     """The chart installed and rolled out (helm install --wait)."""
-    import helm_python  # noqa: PLC0415
+    import helm_python
 
     repository, _, tag = IMAGE.rpartition(":")
     helm = helm_python.Config(kubeconfig_path=os.environ["KUBECONFIG"], namespace=namespace)
@@ -67,26 +69,33 @@ def release(namespace: str) -> Iterator[Any]:
         helm.uninstall(RELEASE, wait="watcher", timeout=300)
 
 
-def run_client_pod(namespace: str, name: str, script: str, timeout: float = 300) -> tuple[str, str]:
-    """A pod like the README's temporary pod running ``script`` in /bin/sh; (phase, log)."""
-    from kubernetes import client  # noqa: PLC0415
-
-    core = client.CoreV1Api()
+def client_pod(name: str, script: str) -> dict[str, Any]:
+    """A pod like the README's temporary pod running ``script`` in /bin/sh (PodSecurity restricted)."""
     secret_env = [
         {"name": key, "valueFrom": {"secretKeyRef": {"name": f"{RELEASE}-secret", "key": key}}}
         for key in ("RABBITMQ_PASSWORD", "REDIS_PASSWORD")
     ]
-    core.create_namespaced_pod(namespace, {
+    return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": CLIENT_LABELS},
         "spec": {
             "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{
                 "name": name, "image": IMAGE, "args": ["/bin/sh", "-c", script],
                 "envFrom": [{"configMapRef": {"name": f"{RELEASE}-config"}}], "env": secret_env,
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
             }],
         },
-    })  # fmt: skip
+    }  # fmt: skip
+
+
+def run_client_pod(namespace: str, name: str, script: str, timeout: float = 300) -> tuple[str, str]:
+    """``client_pod`` run to completion and deleted; (phase, log)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api()
+    core.create_namespaced_pod(namespace, client_pod(name, script))
     deadline = time.monotonic() + timeout
     phase = "Pending"
     while time.monotonic() < deadline and phase not in ("Succeeded", "Failed"):
@@ -98,7 +107,7 @@ def run_client_pod(namespace: str, name: str, script: str, timeout: float = 300)
 
 
 def test_every_workload_rolls_out(release: Any, namespace: str) -> None:
-    from kubernetes import client  # noqa: PLC0415
+    from kubernetes import client
 
     apps = client.AppsV1Api()
     for deployment in ("workqueue-api", "workqueue-worker"):
@@ -131,6 +140,94 @@ def test_api_takes_a_task_over_its_service(release: Any, namespace: str) -> None
     assert phase == "Succeeded" and "result 5" in log, log
 
 
-def test_helm_test_passes(release: Any) -> None:
+def api_script(body: str) -> str:
+    """A python3 -c script for a client pod: ``body`` with ``api(path, data=None)`` -> JSON."""
+    return (
+        "python3 -c 'import json, time, urllib.request as u\n"
+        "def api(path, data=None):\n"
+        '    request = u.Request("http://workqueue-api:8000" + path,'
+        ' None if data is None else json.dumps(data).encode(), {"Content-Type": "application/json"})\n'
+        "    return json.load(u.urlopen(request, timeout=30))\n"
+        f"{body}'"
+    )
+
+
+def scale_workers(namespace: str, replicas: int) -> None:
+    from kubernetes import client
+
+    apps = client.AppsV1Api()
+    apps.patch_namespaced_deployment_scale("workqueue-worker", namespace, {"spec": {"replicas": replicas}})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        status = apps.read_namespaced_deployment("workqueue-worker", namespace).status
+        if (status.ready_replicas or 0) == replicas and (status.replicas or 0) == replicas:
+            return
+        time.sleep(2)
+    raise AssertionError(f"workers did not reach {replicas} replicas")
+
+
+def test_broker_pod_re_created_keeps_the_queued_tasks(release: Any, namespace: str) -> None:
+    """Delete the broker's pod with tasks queued: the new pod (same PVC, re-mounted) still has them."""
+    from kubernetes import client
+
+    scale_workers(namespace, 0)  # nothing consumes: the tasks stay in the queue
+    phase, log = run_client_pod(
+        namespace,
+        "submit-queued",
+        api_script('for n in range(5): print("id", api("/tasks", {"task": "add", "args": [n, n]})["id"])'),
+    )
+    assert phase == "Succeeded", log
+    ids = [line.split()[1] for line in log.splitlines() if line.startswith("id ")]
+    assert len(ids) == 5, log
+
+    core = client.CoreV1Api()
+    old_uid = core.read_namespaced_pod("workqueue-message-queue-0", namespace).metadata.uid
+    core.delete_namespaced_pod("workqueue-message-queue-0", namespace)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            pod = core.read_namespaced_pod("workqueue-message-queue-0", namespace)
+            if pod.metadata.uid != old_uid and all(c.ready for c in pod.status.container_statuses or [False]):
+                break
+        except client.ApiException:
+            pass
+        time.sleep(3)
+    else:
+        raise AssertionError("the broker pod did not come back ready")
+
+    scale_workers(namespace, 2)
+    wait = "; ".join(f'print(api("/tasks/{task_id}?wait=120")["state"])' for task_id in ids)
+    phase, log = run_client_pod(namespace, "results-after-recreation", api_script(wait))
+    assert phase == "Succeeded" and log.split() == ["SUCCESS"] * 5, log
+
+
+def test_upgrade_to_the_next_chart_version(release: Any, namespace: str, tmp_path: Any) -> None:
+    """The chart as its next release (version and appVersion bumped) upgrades in place and keeps working."""
+    import shutil
+
+    import yaml
+
+    chart = tmp_path / "workqueue"
+    shutil.copytree(CHART, chart)
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    major, minor, _ = (int(part) for part in meta["version"].split("."))
+    meta["version"] = f"{major}.{minor + 1}.0"
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    repository, _, tag = IMAGE.rpartition(":")
+    upgraded = release.upgrade(
+        str(chart), RELEASE, {"image": {"repository": repository, "tag": tag}, "config": {"workerConcurrency": 3}},
+        namespace=namespace, wait="watcher", timeout=900,
+    )  # fmt: skip
+    assert upgraded["info"]["status"] == "deployed", upgraded
+    phase, log = run_client_pod(namespace, "after-upgrade", "python3 submit_tasks.py --count 2 --interval 1")
+    assert phase == "Succeeded" and "submitted 2, succeeded 2, failed 0" in log, log
+
+
+def test_helm_test_passes_and_its_logs_can_be_read(release: Any, namespace: str) -> None:
+    from kubernetes import client
+
     result = release.test(RELEASE, timeout=300, logs=True)
     assert "succeeded 2" in result.get("logs", ""), result
+    # Kept after success (before-hook-creation only): `helm test --logs` reads it after it finished.
+    pod = client.CoreV1Api().read_namespaced_pod("workqueue-test-submit", namespace)
+    assert pod.status.phase == "Succeeded"

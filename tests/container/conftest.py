@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
 import pytest
-import requests
 
-from tests import servers
+from testing import servers
+from testing.processes import wait_for_readyz
+from testing.servers import free_port
 from tests.container.podman import IMAGE_TAG, Container, Containers, Podman, PodmanUnavailable
-from tests.servers import free_port, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -115,17 +115,9 @@ def stack(containers: Containers, container_broker: str, backend_url: str) -> It
     api = containers.start("api", "api", env={**env, "PORT": str(port)})
     url = f"http://127.0.0.1:{port}"
 
-    def api_ready() -> bool:
-        if not api.running():
-            raise RuntimeError(f"api container exited:\n{api.logs()}")
-        try:
-            return requests.get(f"{url}/readyz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
     try:
         worker.wait_probe("--ready")
-        wait_until(api_ready, 90, "the API container's /readyz")
+        wait_for_readyz(url, api.running, api.logs, 90, "the API container")
         yield Stack(api, worker, port, container_broker, backend_url)
     finally:
         containers.remove(api)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tests.servers import _pid_alive, wait_until
+from testing.servers import _pid_alive, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "podman-env.sh"

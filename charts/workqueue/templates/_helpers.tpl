@@ -94,38 +94,41 @@ Name of the application ConfigMap.
 {{- end }}
 
 {{/*
-The queue type: config.queueType, or quorum for a replicated broker.
-*/}}
-{{- define "workqueue.queueType" -}}
-{{- if .Values.config.queueType }}
-{{- .Values.config.queueType }}
-{{- else if gt (int .Values.rabbitmq.replicas) 1 }}
-{{- "quorum" }}
-{{- else }}
-{{- "classic" }}
-{{- end }}
-{{- end }}
-
-{{/*
 Environment of every container running the workqueue image: the settings
 from the ConfigMap, and only the two passwords from the Secret (not the
 Erlang cookie, which would give full control of the broker).
 */}}
 {{- define "workqueue.appEnv" -}}
+{{ include "workqueue.appEnvOf" (list . dict) }}
+{{- end }}
+
+{{/*
+The same, plus a component's extraEnvFrom and extraEnv.
+Usage: include "workqueue.appEnvOf" (list . .Values.worker)
+*/}}
+{{- define "workqueue.appEnvOf" -}}
+{{- $root := index . 0 -}}
+{{- $values := index . 1 -}}
 envFrom:
   - configMapRef:
-      name: {{ include "workqueue.configName" . }}
+      name: {{ include "workqueue.configName" $root }}
+  {{- with $values.extraEnvFrom }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 env:
   - name: RABBITMQ_PASSWORD
     valueFrom:
       secretKeyRef:
-        name: {{ include "workqueue.secretName" . }}
+        name: {{ include "workqueue.secretName" $root }}
         key: RABBITMQ_PASSWORD
   - name: REDIS_PASSWORD
     valueFrom:
       secretKeyRef:
-        name: {{ include "workqueue.secretName" . }}
+        name: {{ include "workqueue.secretName" $root }}
         key: REDIS_PASSWORD
+  {{- with $values.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 
 {{/*
@@ -160,3 +163,57 @@ Hashes for checksum/config annotations: pods roll when what they read changes.
 {{- define "workqueue.secretChecksum" -}}
 {{- include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
 {{- end }}
+
+{{/*
+Where a component's pods run: priorityClassName, nodeSelector, tolerations,
+affinity and topologySpreadConstraints from its values. Without constraints
+of their own, its pods spread over nodes and zones as far as the cluster
+allows (ScheduleAnyway: never left Pending for it).
+Usage: include "workqueue.placement" (list . "worker" .Values.worker)
+*/}}
+{{- define "workqueue.placement" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- $values := index . 2 -}}
+{{- with $values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+topologySpreadConstraints:
+{{- if $values.topologySpreadConstraints }}
+  {{- toYaml $values.topologySpreadConstraints | nindent 2 }}
+{{- else }}
+{{- range list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+  - maxSkew: 1
+    topologyKey: {{ . }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "workqueue.selectorLabels" (list $root $component) | nindent 8 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A component's pod labels: its own, and its podLabels (the schema keeps the selector's keys out).
+*/}}
+{{- define "workqueue.podLabels" -}}
+{{- $root := index . 0 -}}
+{{- $values := index . 2 -}}
+{{ include "workqueue.componentLabels" (list $root (index . 1)) }}
+{{- with $values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+

@@ -1,0 +1,7 @@
+"""Limits of the HTTP contract, shared by the views that enforce them and the document that states them."""
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_WAIT_SECONDS = 30  # GET /tasks/<id>?wait=
+MAX_EVENTS_SECONDS = 300  # GET /tasks/<id>/events?timeout=
+DEFAULT_LIMIT, MAX_LIMIT = 50, 500  # GET /tasks?limit=
+LISTED_STATES = ("PENDING", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED")

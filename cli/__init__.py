@@ -1,0 +1,1 @@
+"""Command-line clients: submit_tasks.py (the book's script) and the wait init step."""

@@ -1,0 +1,1 @@
+"""Developer tools: the local launcher (./dev.sh up) and the deploy/ generator."""

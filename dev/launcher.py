@@ -1,0 +1,117 @@
+"""``./dev.sh up``: run the API and one worker on this machine.
+
+Backends, in order of preference:
+1. whatever the environment configures (BROKER_URL or RABBITMQ_HOST,
+   RESULT_BACKEND or REDIS_HOST);
+2. RabbitMQ / Redis answering on localhost's standard ports;
+3. an embedded default: kombu's filesystem transport and Celery's
+   filesystem result store under ``.workqueue-data/`` (a try-out mode with
+   no durability or delivery guarantees).
+
+Both processes are started through ``run.sh`` exactly as in a container;
+Ctrl+C stops both gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL_RABBITMQ = ("127.0.0.1", 5672)
+LOCAL_REDIS = ("127.0.0.1", 6379)
+
+Probe = Callable[[str, int], bool]
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def choose_backends(
+    env: Mapping[str, str],
+    data_dir: Path,
+    probe: Probe = reachable,
+    rabbitmq: tuple[str, int] = LOCAL_RABBITMQ,
+    redis: tuple[str, int] = LOCAL_REDIS,
+) -> tuple[dict[str, str], list[str]]:
+    """Environment additions for the services, and a line saying what was chosen."""
+    chosen: dict[str, str] = {}
+    notes: list[str] = []
+    for label, names, server, local, local_url, embedded_url, embedded in (
+        ("broker", ("BROKER_URL", "RABBITMQ_HOST"), "RabbitMQ", rabbitmq, f"amqp://guest:guest@{rabbitmq[0]}:{rabbitmq[1]}//",
+         f"filesystem://{data_dir / 'broker'}", f"kombu filesystem transport in {data_dir / 'broker'}"),
+        ("results", ("RESULT_BACKEND", "REDIS_HOST"), "Redis", redis, f"redis://{redis[0]}:{redis[1]}/0",
+         f"file://{data_dir / 'results'}", f"files in {data_dir / 'results'}"),
+    ):  # fmt: skip
+        if any(env.get(name) for name in names):
+            notes.append(f"{label}: as configured")
+        elif probe(*local):
+            chosen[names[0]] = local_url
+            notes.append(f"{label}: {server} on {local[0]}:{local[1]}")
+        else:
+            chosen[names[0]] = embedded_url
+            notes.append(f"{label}: embedded ({embedded})")
+    return chosen, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the workqueue API and a worker locally.")
+    parser.add_argument("--data-dir", default=str(REPO / ".workqueue-data"), help="embedded broker/results/runtime")
+    parser.add_argument("--embedded", action="store_true", help="use the embedded broker and result store")
+    args = parser.parse_args(argv)
+    data_dir = Path(args.data_dir).resolve()
+    env = dict(os.environ)
+    if args.embedded:
+        for name in ("BROKER_URL", "RABBITMQ_HOST", "RESULT_BACKEND", "REDIS_HOST"):
+            env.pop(name, None)
+        chosen, notes = choose_backends(env, data_dir, probe=lambda host, port: False)
+    else:
+        chosen, notes = choose_backends(env, data_dir)
+    env.update(chosen)
+    env.setdefault("RUNTIME_DIR", str(data_dir / "runtime"))
+    env.setdefault("PYTHON", sys.executable)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    port = env.setdefault("PORT", "8000")
+    access = (
+        "bearer token required (API_TOKENS)"
+        if env.get("API_TOKENS")
+        else "open to anyone (set API_TOKENS to require a token)"
+    )
+    print(f"workqueue: {'; '.join(notes)}; API on http://127.0.0.1:{port}, {access}", flush=True)
+
+    run_sh = str(REPO / "run.sh")
+    children = [
+        subprocess.Popen([run_sh, "worker"], env=env, cwd=REPO),
+        subprocess.Popen([run_sh, "api"], env=env, cwd=REPO),
+    ]
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    codes = [child.wait() for child in children]
+    return 0 if stopping else max(code or 1 for code in codes)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

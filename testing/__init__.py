@@ -1,0 +1,1 @@
+"""Private RabbitMQ/Redis servers and project processes, shared by tests/ and bench/."""

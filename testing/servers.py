@@ -1,0 +1,278 @@
+"""Private RabbitMQ and Redis servers for the tests.
+
+Each server gets its own free port, data directory and process group, so
+fault tests can stop, restart and SIGSTOP it without touching anything
+else on the machine.  Every process started here is recorded in
+``Process.registry`` and killed by ``kill_all`` (pytest's session
+teardown and ``atexit``); a run that died hard leaves an ``owner`` file
+that the next run uses to kill its leftovers (``reap_leftovers``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+BASE_DIR = Path(tempfile.gettempdir()) / "workqueue-test-servers"
+RABBITMQ_SCRIPTS = Path("/usr/lib/rabbitmq/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Process:
+    """A child process in its own process group, killed with its children."""
+
+    registry: list[Process] = []
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str], log_path: Path, cwd: str | None = None) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "ab")  # closed in wait()/kill()
+        self.popen = subprocess.Popen(
+            self.argv, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.pid = self.popen.pid
+        Process.registry.append(self)
+        _record_owner(log_path.parent, self.pid)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout)
+        finally:
+            if self.popen.returncode is not None:
+                self._finish()
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL of the whole group if it does not exit in time."""
+        if self.alive():
+            self.signal_group(signal.SIGCONT)  # a SIGSTOPped process cannot handle SIGTERM
+            self.signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
+        self.kill()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        self.signal_group(signal.SIGCONT)
+        self.signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(10)
+        self._finish()
+
+    def _finish(self) -> None:
+        if self in Process.registry:
+            Process.registry.remove(self)
+        self._log.close()
+
+    def log_tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def kill_all() -> None:
+    for process in list(Process.registry):
+        process.kill()
+
+
+def _record_owner(directory: Path, pid: int) -> None:
+    """Note which test run owns ``pid`` so a later run can reap it."""
+    with open(directory / "pids", "a", encoding="ascii") as handle:
+        handle.write(f"{pid}\n")
+    owner = directory / "owner"
+    if not owner.exists():
+        owner.write_text(str(os.getpid()))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_leftovers() -> None:
+    """Kill servers left by earlier test runs that died without cleaning up."""
+    if not BASE_DIR.exists():
+        return
+    for directory in BASE_DIR.iterdir():
+        owner_file = directory / "owner"
+        try:
+            owner = int(owner_file.read_text())
+        except (OSError, ValueError):
+            owner = 0
+        if owner and _pid_alive(owner):
+            continue  # another live test run (e.g. a parallel session)
+        pids_file = directory / "pids"
+        if pids_file.exists():
+            for line in pids_file.read_text().split():
+                with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                    os.killpg(int(line), signal.SIGKILL)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def started(server: RabbitMQ | Redis) -> Iterator[RabbitMQ | Redis]:
+    """Start ``server``; stop it and delete its data when the block ends, however it ends."""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+def new_server_dir(name: str) -> Path:
+    BASE_DIR.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=BASE_DIR))
+
+
+class RabbitMQ:
+    """A private RabbitMQ node; ``stop()``/``start()`` keep its data (the PVC case)."""
+
+    def __init__(self, consumer_timeout_ms: int = 1_800_000) -> None:
+        self.dir = new_server_dir("rabbitmq")
+        self.port = free_port()
+        self.node = f"wqtest{self.port}@localhost"
+        self.consumer_timeout_ms = consumer_timeout_ms
+        (self.dir / "home").mkdir()
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq.conf").write_text(
+            f"consumer_timeout = {consumer_timeout_ms}\ndisk_free_limit.absolute = 50MB\nlog.console = false\n"
+        )
+        self.process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def env(self) -> dict[str, str]:
+        d = self.dir
+        return {
+            **os.environ,
+            "HOME": str(d / "home"),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.port + 20000 if self.port < 45000 else self.port - 20000),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),
+            "RABBITMQ_PID_FILE": str(d / "pid"),
+            "RABBITMQ_CONF_ENV_FILE": str(d / "env.conf"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    def start(self, timeout: float = 90.0) -> None:
+        argv = [str(RABBITMQ_SCRIPTS / "rabbitmq-server")]
+        self.process = Process(argv, self.env(), self.dir / "server.log")
+        try:
+            wait_until(self.accepting, timeout, f"RabbitMQ on port {self.port}", interval=0.2)
+        except TimeoutError:
+            tail = self.process.log_tail()
+            self.stop()
+            raise TimeoutError(f"RabbitMQ did not start; log tail:\n{tail}") from None
+
+    def accepting(self) -> bool:
+        """An AMQP handshake succeeds (the TCP port alone opens before boot ends)."""
+        from kombu import Connection
+
+        if self.process is None or not self.process.alive():
+            raise RuntimeError(f"RabbitMQ exited; log tail:\n{self.process.log_tail() if self.process else ''}")
+        try:
+            with Connection(self.url, connect_timeout=1) as connection:
+                connection.connect()
+            return True
+        except Exception:  # any failure means "not yet"
+            return False
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM), as Kubernetes stops the broker pod."""
+        if self.process is not None:
+            self.process.stop(timeout=60)
+            self.process = None
+
+    def ctl(self, *args: str) -> str:
+        argv = [str(RABBITMQ_SCRIPTS / "rabbitmqctl"), "-n", self.node, *args]
+        return subprocess.run(argv, env=self.env(), capture_output=True, text=True, check=True, timeout=60).stdout
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Redis:
+    """A private Redis server (no persistence unless asked)."""
+
+    def __init__(self, appendonly: bool = False) -> None:
+        self.dir = new_server_dir("redis")
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 30.0) -> None:
+        argv = [
+            shutil.which("redis-server") or "redis-server",
+            "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--dir", str(self.dir), "--daemonize", "no",
+        ]  # fmt: skip
+        self.process = Process(argv, dict(os.environ), self.dir / "server.log")
+        wait_until(self.accepting, timeout, f"Redis on port {self.port}")
+
+    def accepting(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(port=self.port, socket_connect_timeout=0.5).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(timeout=20)
+            self.process = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,83 @@
+"""``./dev.sh up``: the README's main-job command, on the embedded default and on real servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+from celery import states
+
+from dev.launcher import choose_backends
+from testing.processes import REPO, service_env, wait_for_readyz, wait_for_state
+from testing.servers import Process, free_port
+
+
+def closed_port() -> tuple[str, int]:
+    return ("127.0.0.1", free_port())  # nothing listens there
+
+
+def test_choose_backends_prefers_configuration_then_localhost_then_embedded(tmp_path):
+    configured, notes = choose_backends({"BROKER_URL": "amqp://x//", "REDIS_HOST": "r"}, tmp_path)
+    assert configured == {} and notes == ["broker: as configured", "results: as configured"]
+
+    local, _ = choose_backends(
+        {}, tmp_path, probe=lambda host, port: True, rabbitmq=("127.0.0.1", 5), redis=("127.0.0.1", 6)
+    )
+    assert local == {"BROKER_URL": "amqp://guest:guest@127.0.0.1:5//", "RESULT_BACKEND": "redis://127.0.0.1:6/0"}
+
+    embedded, notes = choose_backends({}, tmp_path, rabbitmq=closed_port(), redis=closed_port())
+    assert embedded == {
+        "BROKER_URL": f"filesystem://{tmp_path / 'broker'}",
+        "RESULT_BACKEND": f"file://{tmp_path / 'results'}",
+    }
+    assert notes[0].startswith("broker: embedded")
+
+
+@pytest.mark.integration
+def test_choose_backends_finds_servers_listening_locally(tmp_path, broker_url, backend_url):
+    rabbit_port = int(broker_url.rsplit(":", 1)[1].split("/")[0])
+    redis_port = int(backend_url.rsplit(":", 1)[1].split("/")[0])
+    chosen, _ = choose_backends({}, tmp_path, rabbitmq=("127.0.0.1", rabbit_port), redis=("127.0.0.1", redis_port))
+    assert chosen == {"BROKER_URL": broker_url, "RESULT_BACKEND": backend_url}
+
+
+def run_walkthrough(env: dict[str, str], args: list[str], log: Path) -> str:
+    """Start ``./dev.sh up``, do the README's curl walk-through, stop it with Ctrl+C."""
+    port = free_port()
+    env = {**env, "PORT": str(port)}
+    process = Process([str(REPO / "dev.sh"), "up", *args], env, log, cwd=str(REPO))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_readyz(url, process.alive, process.log_tail, 120, "dev.sh up")
+        response = requests.post(f"{url}/tasks", json={"task": "add", "args": [2, 3]}, timeout=10)
+        assert response.status_code == 202
+        view = wait_for_state(url, response.json()["id"], states.READY_STATES, timeout=30)
+        assert view["state"] == states.SUCCESS and view["result"] == 5
+        process.signal(signal.SIGINT)  # Ctrl+C stops both services
+        assert process.wait(60) == 0
+    finally:
+        process.kill()
+    return log.read_text()
+
+
+@pytest.mark.integration
+def test_dev_up_serves_the_walkthrough_on_the_embedded_default(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "RESULT_BACKEND", "API_TOKENS")}
+    output = run_walkthrough(env, ["--embedded", "--data-dir", str(tmp_path / "data")], tmp_path / "up.log")
+    first = output.splitlines()[0]
+    assert first.startswith("workqueue: broker: embedded (kombu filesystem transport")
+    assert "results: embedded" in first
+    assert first.endswith("open to anyone (set API_TOKENS to require a token)"), "dev.sh up says the API is open"
+
+
+@pytest.mark.integration
+def test_dev_up_serves_the_walkthrough_on_rabbitmq_and_redis(tmp_path, broker_url, backend_url):
+    env = service_env(broker_url, backend_url, tmp_path / "runtime")
+    output = run_walkthrough(env, ["--data-dir", str(tmp_path / "data")], tmp_path / "up.log")
+    assert output.splitlines()[0].startswith("workqueue: broker: as configured; results: as configured")
+    assert not (tmp_path / "data" / "broker").exists()
+    assert subprocess.run(["grep", "-q", "Connected to amqp://", str(tmp_path / "up.log")]).returncode == 0

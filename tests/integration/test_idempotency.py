@@ -1,0 +1,95 @@
+"""Idempotency-Key on POST /tasks: one key, one task, however often and however concurrently it is sent."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import uuid
+
+import pytest
+import requests
+
+from api.app import create_app
+from testing.faults import report
+from testing.processes import wait_for_state
+
+pytestmark = pytest.mark.integration
+
+
+def post(url: str, body: dict, key: str | None) -> requests.Response:
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    return requests.post(f"{url}/tasks", json=body, headers=headers, timeout=30)
+
+
+def test_concurrent_requests_with_one_key_create_one_task(api_url):
+    key = f"order-{uuid.uuid4()}"
+    body = {"task": "add", "args": [20, 22]}
+    gate = threading.Barrier(24)
+    answers: list[requests.Response] = []
+    lock = threading.Lock()
+
+    def send() -> None:
+        gate.wait()
+        response = post(api_url, body, key)
+        with lock:
+            answers.append(response)
+
+    threads = [threading.Thread(target=send) for _ in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    statuses = collections.Counter(r.status_code for r in answers)
+    assert len(answers) == 24 and set(statuses) <= {200, 202, 409}, statuses
+    assert statuses[202] == 1, statuses
+    ids = {r.json()["id"] for r in answers if r.status_code in (200, 202)}
+    assert len(ids) == 1
+    (task_id,) = ids
+    in_progress = [r for r in answers if r.status_code == 409]
+    assert all(r.json()["error"]["code"] == "idempotency_key_in_use" for r in in_progress)
+    assert wait_for_state(api_url, task_id, {"SUCCESS"})["result"] == 42
+    # Later repeats get the original task, finished, and say it is a replay.
+    again = post(api_url, {"task": "add", "kwargs": {"y": 22, "x": 20}}, key)  # the same request, spelt otherwise
+    assert again.status_code == 200 and again.json()["id"] == task_id and again.json()["result"] == 42
+    assert again.headers["Idempotent-Replayed"] == "true"
+    replays, busy = statuses[200], len(in_progress)
+    report(f"[fault figures] idempotency: concurrent=24 created=1 replayed={replays} in_progress_409={busy}")
+
+
+def test_a_key_reused_for_another_request_is_refused(api_url):
+    key = str(uuid.uuid4())
+    assert post(api_url, {"task": "add", "args": [1, 2]}, key).status_code == 202
+    reused = post(api_url, {"task": "add", "args": [1, 3]}, key)
+    assert reused.status_code == 409
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, "caf\u00e9", "tab\there"])
+def test_malformed_keys_are_400(api_url, key):
+    response = requests.post(
+        f"{api_url}/tasks",
+        json={"task": "add", "args": [1, 2]},
+        headers={"Idempotency-Key": key.encode("utf-8")},  # type: ignore[dict-item]
+        timeout=10,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_idempotency_key"
+
+
+def test_a_client_that_got_503_retries_with_its_key_safely(private_rabbitmq, backend_url, make_settings):
+    app = create_app(make_settings(private_rabbitmq.url, backend_url), TESTING=True)
+    http = app.test_client()
+    key = str(uuid.uuid4())
+    body = {"task": "mul", "args": [6, 7]}
+    try:
+        private_rabbitmq.stop()
+        refused = http.post("/tasks", json=body, headers={"Idempotency-Key": key})
+        assert refused.status_code == 503, refused.get_data(as_text=True)
+        private_rabbitmq.start()
+        created = http.post("/tasks", json=body, headers={"Idempotency-Key": key})
+        assert created.status_code == 202, "nothing was queued by the 503: the key was free again"
+        replayed = http.post("/tasks", json=body, headers={"Idempotency-Key": key})
+        assert replayed.status_code == 200 and replayed.get_json()["id"] == created.get_json()["id"]
+        assert app.extensions["workqueue"].queue_depth() == 1
+    finally:
+        app.extensions["workqueue"].close()

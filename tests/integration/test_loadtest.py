@@ -1,0 +1,42 @@
+"""A short load test (seconds) against the running API and worker: the report is complete and consistent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from testing.faults import report
+from testing.processes import REPO, service_env
+
+pytestmark = pytest.mark.integration
+
+
+def test_short_load_test_writes_a_consistent_report(stack, broker_url, backend_url, tmp_path):
+    api, _ = stack
+    out = tmp_path / "report"
+    env = service_env(broker_url, backend_url, tmp_path / "runtime")
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.run", "--host", api.url, "--users", "5", "--spawn-rate", "5",
+         "--duration", "6", "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    expected = {"locust.html", "locust_stats.csv", "locust_stats_history.csv", "queue_depth.csv", "summary.json",
+                "submit_rate.png", "completion_rate.png", "latency.png", "queue_depth.png"}  # fmt: skip
+    assert expected <= {path.name for path in out.iterdir()}
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    summary = json.loads((out / "summary.json").read_text())
+    report(f"[load test] {json.dumps({k: summary[k] for k in ('submitted', 'completed', 'submit_rate_per_s')})}")
+    assert summary["submitted"] > 0
+    assert summary["completed"] == summary["submitted"], "every submitted task completed"
+    assert summary["failed"] == 0 and summary["submit_errors"] == 0
+    assert summary["submit_rate_per_s"] > 0 and summary["completion_rate_per_s"] > 0
+    for latencies in (summary["enqueue_latency_ms"], summary["completion_latency_ms"]):
+        assert 0 < latencies["50%"] <= latencies["95%"] <= latencies["99%"]
+    assert summary["completion_latency_ms"]["50%"] >= summary["enqueue_latency_ms"]["50%"]
+    assert summary["queue_samples"] >= 3 and summary["queue_depth_max"] is not None
+    assert set(summary["completion_latency_ms_by_task"]) <= {"add", "xsum", "pi", "sleep"}

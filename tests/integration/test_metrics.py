@@ -1,0 +1,123 @@
+"""Prometheus metrics move when tasks run: per-task counters from prefork children, queue depth from the broker."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+from celery import states
+
+from api.app import create_app
+from testing.faults import make_client, unfinished
+from testing.processes import Worker
+from testing.servers import free_port, wait_until
+from workqueue.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def sample(text: str, metric: str, **labels: str) -> float:
+    """The value of one sample of the Prometheus text format (0 when absent)."""
+    label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    pattern = re.escape(f"{metric}{{{label_text}}}" if labels else metric) + r" ([0-9.e+-]+)"
+    match = re.search(r"^" + pattern + r"$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_worker_metrics_count_tasks_and_read_queue_depth(private_rabbitmq, backend_url, tmp_path):
+    client = make_client(private_rabbitmq.url, backend_url, tmp_path)
+    port = free_port()
+    worker = Worker(private_rabbitmq.url, backend_url, name="metered", WORKER_METRICS_PORT=str(port))
+    try:
+        queued = [client.submit("add", {"x": i, "y": 1}) for i in range(7)]
+        worker.start().wait_ready()
+        url = f"http://127.0.0.1:{port}/metrics"
+        ids = [*queued, client.submit("flaky", {"failures": 1}), client.submit("flaky", {"failures": 10})]
+        wait_until(lambda: not unfinished(client, ids), 60, "the tasks to finish", interval=0.2)
+        metas = client.describe_many(ids)
+        assert [metas[i]["state"] for i in ids[-2:]] == [states.SUCCESS, states.FAILURE]
+        text = requests.get(url, timeout=10).text
+        assert sample(text, "workqueue_worker_tasks_total", task="add", outcome="success") == 7
+        assert sample(text, "workqueue_worker_tasks_total", task="flaky", outcome="success") == 1
+        assert sample(text, "workqueue_worker_tasks_total", task="flaky", outcome="failure") == 1
+        assert sample(text, "workqueue_worker_tasks_total", task="flaky", outcome="retried") == 4  # 1 + 3 retries
+        assert sample(text, "workqueue_worker_task_runtime_seconds_count", task="add") == 7
+        assert sample(text, "workqueue_queue_messages", queue="celery") == 0
+        assert "workqueue_queue_messages" in text
+    finally:
+        worker.stop()
+        client.close()
+
+
+def test_queue_depth_is_read_from_the_broker(private_rabbitmq, backend_url, tmp_path):
+    client = make_client(private_rabbitmq.url, backend_url, tmp_path)
+    port = free_port()
+    # A worker that consumes nothing (another queue) still reports the depth of the task queue.
+    worker = Worker(private_rabbitmq.url, backend_url, name="observer", WORKER_METRICS_PORT=str(port))
+    try:
+        worker.start("-Q", "elsewhere").wait_ready()
+        for i in range(5):
+            client.submit("add", {"x": i, "y": i})
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert sample(text, "workqueue_queue_messages", queue="celery") == 5
+    finally:
+        worker.stop()
+        client.close()
+
+
+# The metric names and labels of celery-exporter that dashboards and alerts use.
+EXPORTER_WORKER = (
+    "celery_task_received_total",
+    "celery_task_started_total",
+    "celery_task_succeeded_total",
+    "celery_task_failed_total",
+    "celery_task_retried_total",
+    "celery_task_revoked_total",
+    "celery_task_runtime_bucket",
+    "celery_worker_up",
+    "celery_worker_tasks_active",
+    "celery_queue_length",
+    "workqueue_task_queue_wait_seconds_bucket",
+)
+
+
+def test_celery_exporter_names_and_the_queue_wait_time_are_served(private_rabbitmq, backend_url, tmp_path):
+    port = free_port()
+    worker = Worker(private_rabbitmq.url, backend_url, name="exported", WORKER_METRICS_PORT=str(port))
+    settings = Settings(broker_url=private_rabbitmq.url, result_backend=backend_url, runtime_dir=str(tmp_path))
+    app = create_app(settings, TESTING=True)
+    http = app.test_client()
+    try:
+        worker.start().wait_ready()
+        ids = [http.post("/tasks", json={"task": "add", "args": [i, 1]}).get_json()["id"] for i in range(3)]
+        ids.append(http.post("/tasks", json={"task": "flaky", "args": [10]}).get_json()["id"])
+        revoked = http.post("/tasks", json={"task": "sleep", "args": [30]}).get_json()["id"]
+        wait_until(lambda: http.get(f"/tasks/{revoked}").get_json()["state"] == "PROGRESS", 30, "the sleep to run")
+        http.delete(f"/tasks/{revoked}")
+        for task_id in [*ids, revoked]:
+            assert http.get(f"/tasks/{task_id}?wait=30").get_json()["state"] in ("SUCCESS", "FAILURE", "REVOKED")
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        api_text = http.get("/metrics").get_data(as_text=True)
+    finally:
+        worker.stop()
+        app.extensions["workqueue"].close()
+    host = re.search(r'celery_worker_up\{hostname="([^"]+)"\} 1\.0', text)
+    assert host, "the worker reports itself up"
+    labels = {"name": "workqueue.add", "hostname": host.group(1), "queue_name": "celery"}
+    assert sample(text, "celery_task_received_total", **labels) == 3
+    assert sample(text, "celery_task_started_total", **labels) == 3
+    assert sample(text, "celery_task_succeeded_total", **labels) == 3
+    assert sample(text, "celery_task_runtime_count", **labels) == 3
+    flaky = {**labels, "name": "workqueue.flaky"}
+    assert sample(text, "celery_task_retried_total", **flaky) == 3
+    assert sample(text, "celery_task_failed_total", exception="TransientError", **flaky) == 1
+    assert sample(text, "celery_task_revoked_total", **{**labels, "name": "workqueue.sleep"}) == 1
+    assert sample(text, "celery_worker_tasks_active", hostname=host.group(1)) == 0
+    assert sample(text, "celery_queue_length", queue_name="celery") == 0
+    assert sample(text, "workqueue_task_queue_wait_seconds_count", name="workqueue.add", queue_name="celery") == 3
+    for name in EXPORTER_WORKER:
+        assert re.search(rf"^{name}\{{", text, re.MULTILINE), f"{name} is served"
+    assert re.search(
+        r'^celery_task_sent_total\{hostname="[^"]+",name="workqueue.add",queue_name="celery"\} 3.0$', api_text, re.M
+    )

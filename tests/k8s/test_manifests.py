@@ -1,0 +1,409 @@
+"""deploy/: the chart's default objects as plain manifests, and they really run.
+
+The last part runs the manifests' own container arguments, environment and
+probe commands locally, through run.sh and celery_status.sh as the image
+does, against a private RabbitMQ (with the ConfigMap's user and a password
+as the Secret would give it) and a private Redis with a password.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import redis
+import requests
+
+from dev import manifests as kube
+from dev.manifests import DEPLOY, KUBE_VERSIONS, REPO, containers, load_all, pod_spec, render
+from testing.processes import _SCRUBBED_PREFIXES
+from testing.servers import Process, RabbitMQ, Redis, free_port, new_server_dir, started, wait_until
+from tests.k8s import policy
+
+README = DEPLOY / "README.md"
+
+
+def deploy_objects() -> dict[tuple[str, str], dict[str, Any]]:
+    """Objects of deploy/*.yaml (not optional/) by (kind, name)."""
+    files = {path: text for path, text in kube.deploy_files().items() if path.parent == Path(".")}
+    return {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_all(files)}
+
+
+# --- deploy/ is the chart ----------------------------------------------------------
+
+
+def test_deploy_is_the_default_chart_render() -> None:
+    expected, actual = kube.expected_deploy(), kube.deploy_files()
+    assert sorted(actual) == sorted(expected), "deploy/ files differ from the chart; run `python -m dev.manifests`"
+    stale = [str(path) for path in expected if actual[path] != expected[path]]
+    assert stale == [], f"out of date with the chart (run `python -m dev.manifests`): {stale}"
+
+
+def _summary(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the parity promise is about: kind, name, commands, env keys, probes, ports."""
+    summary: dict[str, Any] = {"labels": obj["metadata"].get("labels")}
+    if obj["kind"] in {"Deployment", "StatefulSet", "Job", "Pod"}:
+        for c in containers(obj):
+            env_keys = sorted(e["name"] for e in c.get("env", []))
+            env_from = [ref for source in c.get("envFrom", []) for ref in source.values()]
+            probes = {kind: c.get(f"{kind}Probe") for kind in ("startup", "liveness", "readiness")}
+            summary[c["name"]] = (c.get("command"), c.get("args"), env_keys, env_from, probes, c.get("ports"))
+    if obj["kind"] == "Service":
+        summary["ports"] = obj["spec"]["ports"]
+    if obj["kind"] == "ConfigMap":
+        summary["data"] = obj["data"]
+    return summary
+
+
+def test_chart_and_deploy_have_the_same_objects_commands_env_probes_and_ports() -> None:
+    chart = {(doc.kind, doc.name): _summary(doc.obj) for doc in render() if not doc.is_hook and doc.kind != "Secret"}
+    for summary in chart.values():
+        summary["labels"] = {
+            k: v for k, v in summary["labels"].items() if k not in {"helm.sh/chart", "app.kubernetes.io/managed-by"}
+        }
+    deployed = {key: _summary(obj) for key, obj in deploy_objects().items()}
+    assert sorted(deployed) == sorted(chart)
+    for key in chart:
+        assert deployed[key] == chart[key], key
+
+
+def test_one_resource_per_file_named_component_kind() -> None:
+    for path, text in kube.deploy_files().items():
+        objects = [obj for _, obj in load_all({path: text})]
+        assert len(objects) == 1, path
+        (obj,) = objects
+        component = obj["metadata"]["labels"].get("app.kubernetes.io/component", "workqueue")
+        assert path.name.startswith(f"{component}-") and path.name.endswith(f"-{obj['kind'].lower()}.yaml"), path
+        assert "namespace" not in obj["metadata"], f"{path}: the namespace is chosen with kubectl -n"
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_every_file_validates_strictly(kube_version: str) -> None:
+    for path, obj in load_all(kube.deploy_files()):
+        try:
+            kubernetes_validate.validate(obj, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"deploy/{path} is invalid for Kubernetes {kube_version}: {exc.message} at {list(exc.path)}")
+
+
+def test_no_password_and_no_secret_in_deploy() -> None:
+    for path, obj in load_all(kube.deploy_files()):
+        assert obj["kind"] != "Secret", path
+    text = "".join(kube.deploy_files().values())
+    assert not re.search(r":\s*\"?guest\"?\s*$", text, re.MULTILINE) and "PASSWORD:" not in text
+
+
+def test_readme_names_the_pinned_images_deploy_uses() -> None:
+    images = {
+        c["image"]
+        for _, obj in load_all(kube.deploy_files())
+        if "template" in obj.get("spec", {})
+        for c in containers(obj)
+    }
+    assert {"workqueue:0.1.0", "workqueue-loadtest:0.1.0", "rabbitmq:4.2.9-management", "redis:8.6.3-alpine"} == images
+    for image in images:
+        assert f"`{image}`" in README.read_text() or f"{image} ." in README.read_text(), image
+
+
+def test_readme_creates_the_secret_the_chart_would_generate() -> None:
+    created = set(re.findall(r"--from-literal=([A-Z_]+)=\"\$\(openssl rand -hex \d+\)\"", README.read_text()))
+    (secret,) = [doc for doc in render() if doc.kind == "Secret"]
+    assert created == set(secret.obj["data"])
+    assert "kubectl create secret generic workqueue-secret" in README.read_text()
+
+
+def _overrides(text: str) -> dict[str, Any]:
+    return json.loads(re.search(r"--overrides='([^']+)'", text)[1])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("where", ["deploy/README.md", "NOTES.txt"])
+def test_temporary_pod_gets_the_workers_settings_and_client_label(where: str) -> None:
+    text = README.read_text() if where == "deploy/README.md" else kube.notes()
+    assert re.search(r"kubectl (--namespace \S+ )?run testing -it --rm --restart=Never", text)
+    assert "--image=workqueue:0.1.0" in text and "-- /bin/sh" in text and "python3 submit_tasks.py" in text
+    assert "app.kubernetes.io/component=client" in text and "--override-type=strategic" in text
+    (pod_container,) = _overrides(text)["spec"]["containers"]
+    worker = next(c for c in containers(deploy_objects()[("Deployment", "workqueue-worker")]) if c["name"] == "worker")
+    assert pod_container["name"] == "testing"  # kubectl run names the container after the pod
+    assert pod_container["envFrom"] == worker["envFrom"] and pod_container["env"] == worker["env"]
+
+
+def test_policy_scan_of_deploy_finds_nothing_unexplained() -> None:
+    result = policy.scan(DEPLOY)
+    assert result.resources >= len(kube.deploy_files()) and result.passed > 300
+    assert result.unexpected() == [], policy.explain(result.unexpected())
+
+
+# --- the manifests' commands are what the image accepts ----------------------------
+
+
+def run_sh_modes() -> set[str]:
+    """The modes run.sh handles (its case labels)."""
+    return set(re.findall(r"^  ([a-z]+)\)$", (REPO / "run.sh").read_text(), re.MULTILINE))
+
+
+def test_container_args_are_run_sh_modes_and_probes_are_shipped_scripts() -> None:
+    modes = run_sh_modes()
+    assert {"worker", "api", "wait", "submit"} <= modes
+    hooks = [d.obj for values in ({}, kube.ALL_OPTIONS, {"loadtest": {"enabled": True, "mode": "queue"}})
+             for d in render(values) if d.is_hook]  # fmt: skip
+    docs = [obj for _, obj in load_all(kube.deploy_files())] + hooks
+    for obj in docs:
+        if obj["kind"] not in {"Deployment", "StatefulSet", "Job", "Pod"}:
+            continue
+        for c in containers(obj):
+            if not c["image"].startswith("workqueue:"):
+                continue
+            assert "command" not in c, "the image's ENTRYPOINT is run.sh; manifests pass args only"
+            # A run.sh mode, or a program of the image that run.sh exec's as given.
+            assert c["args"][0] in modes | {"python3"}, (obj["metadata"]["name"], c["args"])
+            for kind in ("startup", "liveness", "readiness"):
+                probe = c.get(f"{kind}Probe", {})
+                if "exec" in probe:
+                    script, flag = probe["exec"]["command"]
+                    assert (REPO / script).is_file() and os.access(REPO / script, os.X_OK)
+                    assert flag in re.findall(r"^  (--[a-z]+)\)", (REPO / script).read_text(), re.MULTILINE)
+
+
+class Cluster:
+    """The manifests' containers as local processes against private servers."""
+
+    def __init__(self, rabbitmq: RabbitMQ, redis_server: Redis) -> None:
+        self.dir = new_server_dir("manifests")
+        self.objects = deploy_objects()
+        self.config = dict(self.objects[("ConfigMap", "workqueue-config")]["data"])
+        # What `kubectl create secret` of deploy/README.md holds.
+        self.secret = {"RABBITMQ_PASSWORD": secrets.token_hex(24), "REDIS_PASSWORD": secrets.token_hex(24)}
+        rabbitmq.ctl("add_user", self.config["RABBITMQ_USERNAME"], self.secret["RABBITMQ_PASSWORD"])
+        rabbitmq.ctl(
+            "set_permissions", "-p", self.config["RABBITMQ_VHOST"], self.config["RABBITMQ_USERNAME"], ".*", ".*", ".*"
+        )
+        redis.Redis(port=redis_server.port).config_set("requirepass", self.secret["REDIS_PASSWORD"])
+        # Only where the servers are differs from the cluster: the Services' names become 127.0.0.1.
+        self.config.update(
+            RABBITMQ_HOST="127.0.0.1", RABBITMQ_PORT=str(rabbitmq.port),
+            REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis_server.port),
+        )  # fmt: skip
+        self.api_port = free_port()
+        self.processes: list[Process] = []
+
+    def container(self, kind: str, name: str, container_name: str) -> dict[str, Any]:
+        return next(c for c in containers(self.objects[(kind, name)]) if c["name"] == container_name)
+
+    def env(self, c: dict[str, Any], runtime: str) -> dict[str, str]:
+        """The container's environment as the kubelet builds it, plus a PATH like the image's."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+        for source in c.get("envFrom", []):
+            assert source["configMapRef"]["name"] == "workqueue-config"
+            env.update(self.config)
+        for entry in c.get("env", []):
+            if "value" in entry:
+                env[entry["name"]] = entry["value"]
+            elif "fieldRef" in entry["valueFrom"]:
+                assert entry["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+                env[entry["name"]] = f"{runtime}-pod"
+            else:
+                ref = entry["valueFrom"]["secretKeyRef"]
+                assert ref["name"] == "workqueue-secret"
+                env[entry["name"]] = self.secret[ref["key"]]
+        if c["name"] == "api":
+            assert c["ports"][0]["containerPort"] == int(env["PORT"])
+            env["PORT"] = str(self.api_port)  # a free port here instead of 8000
+        # The image has /app (run.sh, celery_status.sh) and its Python on PATH; the
+        # emptyDir at /tmp holds RUNTIME_DIR.
+        env["PATH"] = os.pathsep.join([str(REPO), str(Path(sys.executable).parent), env.get("PATH", "")])
+        env["RUNTIME_DIR"] = str(self.dir / runtime)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self, c: dict[str, Any], runtime: str) -> Process:
+        process = Process(
+            [str(REPO / "run.sh"), *c["args"]], self.env(c, runtime), self.dir / f"{runtime}.log", cwd="/"
+        )
+        self.processes.append(process)
+        return process
+
+    def run(
+        self, c: dict[str, Any], runtime: str, timeout: float, args: list[str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = self.env(c, runtime)
+        argv = [str(REPO / "run.sh"), *(self.expand(arg, env) for arg in (args or c["args"]))]
+        return subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, timeout=timeout)
+
+    def expand(self, arg: str, env: dict[str, str]) -> str:
+        """What the kubelet does to args ($(VAR) from the container's env), and Service names -> here."""
+        arg = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg)
+        return arg.replace("http://workqueue-api:8000", f"http://127.0.0.1:{self.api_port}")
+
+    def exec_probe(self, c: dict[str, Any], kind: str, runtime: str) -> subprocess.CompletedProcess[str]:
+        """The probe's command, as `kubectl exec` / the kubelet runs it, within its timeout."""
+        probe = c[f"{kind}Probe"]
+        return subprocess.run(
+            probe["exec"]["command"], env=self.env(c, runtime), cwd="/", capture_output=True, text=True,
+            timeout=probe.get("timeoutSeconds", 1),
+        )  # fmt: skip
+
+    def http_probe(self, c: dict[str, Any], kind: str) -> int:
+        probe = c[f"{kind}Probe"]
+        assert probe["httpGet"]["port"] == c["ports"][0]["name"]
+        url = f"http://127.0.0.1:{self.api_port}{probe['httpGet']['path']}"
+        try:
+            return requests.get(url, timeout=probe["timeoutSeconds"]).status_code
+        except requests.RequestException:
+            return 0
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+def wait_for_probe(check: Any, probe: dict[str, Any], what: str) -> None:
+    """Succeeds within the probe's own budget (periodSeconds x failureThreshold)."""
+    wait_until(check, probe["periodSeconds"] * probe.get("failureThreshold", 3), what, interval=0.2)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with started(RabbitMQ()) as rabbitmq, started(Redis()) as redis_server:
+        local = Cluster(rabbitmq, redis_server)
+        try:
+            yield local
+        finally:
+            local.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(cluster: Cluster) -> dict[str, Any]:
+    """The worker Deployment's init step run to completion, then its container started."""
+    (init,) = pod_spec(cluster.objects[("Deployment", "workqueue-worker")])["initContainers"]
+    assert init["args"] == ["wait"]
+    done = cluster.run(init, "worker", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "broker and result backend are reachable" in done.stdout
+    c = cluster.container("Deployment", "workqueue-worker", "worker")
+    cluster.start(c, "worker")
+    return c
+
+
+@pytest.fixture(scope="module")
+def api(cluster: Cluster) -> dict[str, Any]:
+    c = cluster.container("Deployment", "workqueue-api", "api")
+    cluster.start(c, "api")
+    return c
+
+
+@pytest.mark.integration
+def test_init_step_waits_until_the_broker_answers(cluster: Cluster) -> None:
+    """With a wrong broker port the init step keeps waiting (and says why) instead of passing."""
+    (init,) = pod_spec(cluster.objects[("Deployment", "workqueue-worker")])["initContainers"]
+    saved = cluster.config["RABBITMQ_PORT"]
+    cluster.config["RABBITMQ_PORT"] = str(free_port())
+    try:
+        done = cluster.run(init, "init-fails", timeout=60, args=[*init["args"], "--timeout", "3"])
+    finally:
+        cluster.config["RABBITMQ_PORT"] = saved
+    assert done.returncode == 1 and "waiting for dependencies" in done.stdout
+
+
+@pytest.mark.integration
+def test_worker_probes_pass_on_the_running_worker(cluster: Cluster, worker: dict[str, Any]) -> None:
+    for kind in ("startup", "readiness", "liveness"):
+        wait_for_probe(
+            lambda kind=kind: cluster.exec_probe(worker, kind, "worker").returncode == 0,
+            worker[f"{kind}Probe"],
+            f"worker {kind} probe",
+        )
+        started = time.monotonic()
+        result = cluster.exec_probe(worker, kind, "worker")
+        assert result.returncode == 0 and result.stdout == "", (kind, result.stdout)
+        assert time.monotonic() - started < 1.0, f"{kind} probe is not cheap"  # milliseconds; slack for a busy machine
+
+
+@pytest.mark.integration
+def test_api_probes_pass_and_a_task_goes_through_the_worker(
+    cluster: Cluster, api: dict[str, Any], worker: dict[str, Any]
+) -> None:
+    for kind in ("startup", "liveness", "readiness"):
+        wait_for_probe(lambda kind=kind: cluster.http_probe(api, kind) == 200, api[f"{kind}Probe"], f"API {kind} probe")
+    base = f"http://127.0.0.1:{cluster.api_port}"
+    submitted = requests.post(f"{base}/tasks", json={"task": "add", "args": [2, 3]}, timeout=10)
+    assert submitted.status_code == 202, submitted.text
+
+    def done() -> bool:
+        return requests.get(f"{base}{submitted.headers['Location']}", timeout=5).json()["state"] == "SUCCESS"
+
+    wait_until(done, 60, "the task's result")
+    assert requests.get(f"{base}{submitted.headers['Location']}", timeout=5).json()["result"] == 5
+
+
+@pytest.mark.integration
+def test_helm_test_pod_args_succeed(cluster: Cluster, worker: dict[str, Any]) -> None:
+    (test_pod,) = [d.obj for d in render() if d.is_hook]
+    (c,) = containers(test_pod)
+    done = cluster.run(c, "helm-test", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "submitted 2, succeeded 2, failed 0" in done.stdout
+
+
+@pytest.mark.integration
+def test_load_test_job_args_succeed_in_queue_mode(cluster: Cluster, worker: dict[str, Any]) -> None:
+    values = {"loadtest": {"enabled": True, "mode": "queue", "rate": 40, "count": 20}}
+    job = next(d.obj for d in render(values) if d.kind == "Job")
+    (init,) = pod_spec(job)["initContainers"]
+    done = cluster.run(init, "loadtest-wait", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (c,) = pod_spec(job)["containers"]
+    done = cluster.run(c, "loadtest", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().startswith("submitted 20, succeeded 20, failed 0")  # --quiet: the summary only
+
+
+@pytest.mark.integration
+def test_load_test_job_args_succeed_in_http_mode(
+    cluster: Cluster, worker: dict[str, Any], api: dict[str, Any], tmp_path: Path
+) -> None:
+    values = {"loadtest": {"enabled": True, "users": 3, "spawnRate": 3, "duration": 3}}
+    job = next(d.obj for d in render(values) if d.kind == "Job")
+    # The init container waits until the API answers /readyz (the API process may still be starting).
+    (wait,) = pod_spec(job)["initContainers"]
+    waited = cluster.run(wait, "loadtest-wait-api", timeout=120)
+    assert waited.returncode == 0 and "answered 200" in waited.stdout, waited.stdout + waited.stderr
+    assert cluster.http_probe(api, "readiness") == 200
+    (c,) = pod_spec(job)["containers"]
+    # The report PVC is mounted at /reports; here a temporary folder stands in for it.
+    args = [arg.replace("/reports/", f"{tmp_path}/") for arg in c["args"]]
+    done = cluster.run(c, "loadtest-http", timeout=240, args=args)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = tmp_path / "loadtest-http-pod"
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["submitted"] > 0 and summary["completed"] == summary["submitted"]
+    assert (report / "queue_depth.png").exists() and (report / "locust.html").exists()
+
+
+@pytest.mark.integration
+def test_temporary_pod_runs_submit_tasks_from_its_shell(cluster: Cluster, worker: dict[str, Any]) -> None:
+    """`kubectl run ... -- /bin/sh`, then `python3 submit_tasks.py` in the image's working directory."""
+    (c,) = _overrides(README.read_text())["spec"]["containers"]
+    shell = {**c, "args": ["/bin/sh", "-c", "python3 submit_tasks.py --count 2 --interval 0"]}
+    done = cluster.run(shell, "testing", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "submitted 2, succeeded 2" in done.stdout
+
+
+@pytest.mark.integration
+def test_worker_exits_cleanly_within_its_grace_period(cluster: Cluster, worker: dict[str, Any]) -> None:
+    grace = pod_spec(cluster.objects[("Deployment", "workqueue-worker")])["terminationGracePeriodSeconds"]
+    (process,) = [p for p in cluster.processes if "worker" in p.argv]
+    started = time.monotonic()
+    assert process.stop(timeout=grace) == 0
+    assert time.monotonic() - started < grace

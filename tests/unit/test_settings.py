@@ -1,0 +1,108 @@
+"""Settings: the documented environment names, defaults, and one-line errors."""
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from workqueue import settings as settings_module
+from workqueue.settings import Settings, SettingsError
+
+
+def test_broker_url_is_built_from_the_books_rabbitmq_variables():
+    settings = Settings.from_env(
+        {"RABBITMQ_HOST": "mq", "RABBITMQ_PORT": "5673", "RABBITMQ_USERNAME": "user", "RABBITMQ_PASSWORD": "p@ss/:w"}
+    )
+    # Password and the default vhost "/" are percent-encoded.
+    assert settings.broker_url == "amqp://user:p%40ss%2F%3Aw@mq:5673/%2F"
+
+
+def test_defaults_point_at_the_kubernetes_service_names():
+    settings = Settings.from_env({})
+    assert settings.broker_url.endswith("@message-queue:5672/%2F")
+    assert settings.result_backend == "redis://redis:6379/0"
+    assert settings.worker_debug_level == "info"
+    assert settings.port == 8000
+    assert settings.worker_prefetch_multiplier == 1
+
+
+def test_broker_url_wins_over_rabbitmq_variables():
+    settings = Settings.from_env({"BROKER_URL": "amqp://a:b@elsewhere:1//", "RABBITMQ_HOST": "ignored"})
+    assert settings.broker_url == "amqp://a:b@elsewhere:1//"
+
+
+def test_redis_password_goes_into_the_result_backend_url():
+    settings = Settings.from_env({"REDIS_HOST": "r", "REDIS_PASSWORD": "s3cr:t", "REDIS_DB": "2"})
+    assert settings.result_backend == "redis://:s3cr%3At@r:6379/2"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RABBITMQ_PORT": "abc"}, "RABBITMQ_PORT must be an integer (got 'abc')"),
+        ({"RABBITMQ_PORT": "70000"}, "RABBITMQ_PORT must be >= 1 and <= 65535 (got 70000)"),
+        ({"WORKER_DEBUG_LEVEL": "loud"}, "WORKER_DEBUG_LEVEL must be one of"),
+        ({"QUEUE_TYPE": "stream"}, "QUEUE_TYPE must be one of classic, quorum"),
+        ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY must be >= 1"),
+        ({"BROKER_URL": "http://x"}, "BROKER_URL must start with one of"),
+        ({"RESULT_BACKEND": "rpc://"}, "RESULT_BACKEND must start with one of"),
+        (
+            {"TASK_SOFT_TIME_LIMIT": "700", "TASK_TIME_LIMIT": "600"},
+            "TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT",
+        ),
+        ({"WORKER_SHUTDOWN_TIMEOUT": "-1"}, "WORKER_SHUTDOWN_TIMEOUT must be >= 0"),
+        ({"TASK_TRACK_STARTED": "maybe"}, "TASK_TRACK_STARTED must be true or false"),
+    ],
+)
+def test_malformed_values_name_the_variable(env, message):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_settings_check_prints_one_line_and_exits_2():
+    result = subprocess.run(
+        [sys.executable, "-m", "workqueue.settings"],
+        env={"RABBITMQ_PORT": "five", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "configuration error: RABBITMQ_PORT must be an integer (got 'five')\n"
+
+
+def test_run_sh_refuses_to_start_on_bad_configuration():
+    result = subprocess.run(
+        ["./run.sh", "worker"],
+        env={"WORKER_CONCURRENCY": "many", "PATH": f"{sys.prefix}/bin:/usr/bin:/bin", "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "configuration error: WORKER_CONCURRENCY must be an integer (got 'many')"
+
+
+def test_run_sh_gets_its_values_from_the_settings_module():
+    result = subprocess.run(
+        [sys.executable, "-m", "workqueue.settings", "--shell"],
+        env={"RUNTIME_DIR": "/tmp/a dir", "RABBITMQ_PASSWORD": "secret", "TASK_MODULES": "a.b, c", "PATH": "/usr/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "RUNTIME_DIR='/tmp/a dir'" in lines
+    assert "WORKER_DEBUG_LEVEL=info" in lines and "TASK_TRACK_STARTED=true" in lines
+    assert "TASK_MODULES=a.b,c" in lines
+    assert "secret" not in result.stdout, "URLs and passwords are never printed"
+
+
+def test_every_variable_has_one_default_in_the_settings_module():
+    defaults = settings_module.defaults()
+    assert defaults["RUNTIME_DIR"] == Settings.from_env({}).runtime_dir == "/tmp/workqueue"
+    assert defaults["RABBITMQ_HOST"] == "message-queue" and defaults["REDIS_PORT"] == 6379
+    # Every field but the two URLs (built from parts) is read from exactly one variable.
+    assert len(defaults) == len(dataclasses.fields(Settings)) - 2 + 7

@@ -1,0 +1,302 @@
+"""One typed settings object, read once from the environment.
+
+Every environment variable the project reads is declared here once, with
+its default, next to the field it fills (``_env(NAME, default, ...)``).
+The API, the worker and the command-line tools build everything from a
+``Settings`` instance; tests build one directly.  A missing or malformed
+value raises ``SettingsError`` whose message is one line naming the
+variable, so a pod that is misconfigured says why in the first line of its
+log.
+
+``python -m workqueue.settings`` checks the environment without starting
+anything; with ``--shell`` it also prints the resolved values as shell
+assignments, which is how ``run.sh`` gets them (so the shell never writes a
+default of its own).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+T = TypeVar("T")
+
+QUEUE_TYPES = ("classic", "quorum")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+API_WORKER_CLASSES = ("gevent", "gthread")
+BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "filesystem")
+BACKEND_SCHEMES = ("redis", "rediss", "file")
+
+# The parts BROKER_URL and RESULT_BACKEND are built from when they are not
+# given whole (the book's names; the hosts are the Kubernetes Service names).
+BROKER_PARTS: dict[str, Any] = {
+    "RABBITMQ_HOST": "message-queue",
+    "RABBITMQ_PORT": 5672,
+    "RABBITMQ_USERNAME": "guest",
+    "RABBITMQ_VHOST": "/",
+}
+BACKEND_PARTS: dict[str, Any] = {"REDIS_HOST": "redis", "REDIS_PORT": 6379, "REDIS_DB": 0}
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed (message names the variable)."""
+
+
+def _env(name: str, default: Any, **rules: Any) -> Any:
+    """A field read from environment variable ``name``; its type is the default's."""
+    return dataclasses.field(default=default, metadata={"env": name, **rules})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the API, the worker and the tools read from the environment."""
+
+    broker_url: str  # BROKER_URL, or built from RABBITMQ_* (BROKER_PARTS)
+    result_backend: str  # RESULT_BACKEND, or built from REDIS_* (BACKEND_PARTS)
+    worker_debug_level: str = _env("WORKER_DEBUG_LEVEL", "info", choices=LOG_LEVELS)
+    # Worker process model.  Prefetch 1 keeps long tasks from queueing up
+    # behind a busy process while other workers sit idle.
+    worker_concurrency: int = _env("WORKER_CONCURRENCY", 2, minimum=1)
+    worker_prefetch_multiplier: int = _env("WORKER_PREFETCH_MULTIPLIER", 1, minimum=1)
+    worker_max_tasks_per_child: int = _env("WORKER_MAX_TASKS_PER_CHILD", 1000, minimum=1)
+    worker_max_memory_per_child_kb: int = _env("WORKER_MAX_MEMORY_PER_CHILD_KB", 400_000, minimum=10_000)
+    # Time limits must stay below RabbitMQ's consumer_timeout (30 min by
+    # default): an unacked delivery older than that is cancelled by the
+    # broker (celery/celery#6760).
+    task_soft_time_limit: int = _env("TASK_SOFT_TIME_LIMIT", 540, minimum=1)
+    task_time_limit: int = _env("TASK_TIME_LIMIT", 600, minimum=1)
+    # SIGTERM: in-flight tasks get this long to finish, then they are
+    # returned to the queue and the worker exits 0.  Keep it below the pod's
+    # terminationGracePeriodSeconds.
+    worker_shutdown_timeout: float = _env("WORKER_SHUTDOWN_TIMEOUT", 20.0, minimum=0)
+    # A message delivered more often than this (worker killed each time) is
+    # failed instead of run again: a poison message cannot loop forever.
+    task_max_deliveries: int = _env("TASK_MAX_DELIVERIES", 5, minimum=1)
+    queue_type: str = _env("QUEUE_TYPE", "classic", choices=QUEUE_TYPES)
+    # STARTED state (GET /tasks/<id> shows a task is running) costs one more
+    # Redis write per task: about a sixth of the drain rate of no-op tasks.
+    task_track_started: bool = _env("TASK_TRACK_STARTED", True)
+    # Task events are what Flower reads; nothing else here needs them.
+    worker_send_events: bool = _env("WORKER_SEND_EVENTS", False)
+    result_expires: int = _env("RESULT_EXPIRES", 86_400, minimum=60)
+    # Queues this worker consumes (comma-separated); one pool of workers per set.
+    worker_queues: tuple[str, ...] = _env("WORKER_QUEUES", ("celery",))
+    # Route tasks to other queues than their definitions say: "pi=slow,sleep=slow".
+    # The API and every worker must agree: set it in the shared ConfigMap.
+    task_routes: tuple[str, ...] = _env("TASK_ROUTES", ())
+    # Modules whose @task definitions are submittable besides workqueue.tasks
+    # (comma-separated import paths): keep your own tasks apart from ours.
+    task_modules: tuple[str, ...] = _env("TASK_MODULES", ())
+    # Where the worker writes its probe files, gunicorn its heartbeat files
+    # and prometheus-client its multiprocess files: the one writable path of
+    # a read-only root filesystem (an emptyDir in Kubernetes).
+    runtime_dir: str = _env("RUNTIME_DIR", "/tmp/workqueue")
+    heartbeat_interval: float = _env("WORKER_HEARTBEAT_INTERVAL", 2.0, minimum=0.1)
+    # Read by celery_status.sh (bash, no Python at probe time); declared here
+    # so its default is written once and checked against the script.
+    heartbeat_max_age: int = _env("WORKER_HEARTBEAT_MAX_AGE", 30, minimum=1)
+    port: int = _env("PORT", 8000, minimum=1, maximum=65535)
+    api_workers: int = _env("API_WORKERS", 2, minimum=1)
+    # Serving model of run.sh api (api/gunicorn_conf.py).  gevent: a greenlet
+    # per connection, so clients that send slowly cannot hold the server;
+    # gthread (the earlier model): API_THREADS threads per worker, each busy
+    # for as long as its client takes to send a request.
+    api_worker_class: str = _env("API_WORKER_CLASS", "gevent", choices=API_WORKER_CLASSES)
+    api_worker_connections: int = _env("API_WORKER_CONNECTIONS", 1000, minimum=1)
+    api_threads: int = _env("API_THREADS", 4, minimum=1)
+    # gevent: a client must send a request's headers within this many seconds,
+    # then its body within as many again, or it is disconnected (a body too
+    # slow gets a 408 first).  Also how long an idle keep-alive connection stays.
+    api_read_timeout: int = _env("API_READ_TIMEOUT", 5, minimum=1)
+    # gunicorn's access log target ("-" for stdout); empty: no access log.
+    api_access_log: str = _env("API_ACCESS_LOG", "")
+    # Bearer tokens that may use /tasks* (comma-separated; from a Secret).
+    # Empty: the API is open (fine on a laptop, not in a shared cluster).
+    api_tokens: tuple[str, ...] = _env("API_TOKENS", (), secret=True)
+    # How long the API waits for the broker (connect + publisher confirm)
+    # and for the result backend before answering 503.
+    api_dependency_timeout: float = _env("API_DEPENDENCY_TIMEOUT", 1.0, minimum=0.05)
+    worker_metrics_port: int = _env("WORKER_METRICS_PORT", 9808, minimum=0, maximum=65535)
+
+    @property
+    def broker_is_amqp(self) -> bool:
+        return urlsplit(self.broker_url).scheme in ("amqp", "amqps", "pyamqp")
+
+    @property
+    def local_data_dir(self) -> str:
+        """Folder of the embedded filesystem broker (``filesystem:///path``)."""
+        return urlsplit(self.broker_url).path or os.path.join(self.runtime_dir, "broker")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        read = _Reader(os.environ if environ is None else environ)
+        values = {field.name: read.field(field) for field in dataclasses.fields(cls) if "env" in field.metadata}
+        return cls(broker_url=_broker_url(read), result_backend=_result_backend(read), **values).validated()
+
+    def validated(self) -> Settings:
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise SettingsError(
+                "TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT "
+                f"(got {self.task_soft_time_limit} >= {self.task_time_limit})"
+            )
+        _check_url("BROKER_URL", self.broker_url, BROKER_SCHEMES)
+        _check_url("RESULT_BACKEND", self.result_backend, BACKEND_SCHEMES)
+        return self
+
+    def shell_assignments(self) -> str:
+        """``NAME=value`` lines of every plainly named setting (no URLs, no secrets)."""
+        lines = []
+        for field in dataclasses.fields(self):
+            if "env" in field.metadata and not field.metadata.get("secret"):
+                lines.append(f"{field.metadata['env']}={shlex.quote(_shell_text(getattr(self, field.name)))}")
+        return "\n".join(lines) + "\n"
+
+
+def defaults() -> dict[str, Any]:
+    """Every variable's default, by environment name (what scripts must agree with)."""
+    found = {field.metadata["env"]: field.default for field in dataclasses.fields(Settings) if "env" in field.metadata}
+    return {**found, **BROKER_PARTS, **BACKEND_PARTS}
+
+
+def _shell_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
+class _Reader:
+    """Typed reads of environment variables with one-line errors."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def field(self, field: dataclasses.Field) -> Any:
+        """The value of a declared field; how to parse it follows from its default."""
+        rules = dict(field.metadata)
+        name, default = rules.pop("env"), field.default
+        rules.pop("secret", None)
+        if "choices" in rules:
+            return self.choice(name, default, rules["choices"])
+        if isinstance(default, bool):
+            return self.boolean(name, default)
+        if isinstance(default, int):
+            return _bounded(name, self._parsed(name, default, int, "an integer"), **rules)
+        if isinstance(default, float):
+            return _bounded(name, self._parsed(name, default, float, "a number"), **rules)
+        if isinstance(default, tuple):
+            parts = tuple(part.strip() for part in self.text(name, "").split(",") if part.strip())
+            return parts or default
+        return self.text(name, default)
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default).lower()
+        if value not in choices:
+            raise SettingsError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.text(name, str(default)).lower()
+        if value not in ("true", "false", "1", "0", "yes", "no"):
+            raise SettingsError(f"{name} must be true or false (got {value!r})")
+        return value in ("true", "1", "yes")
+
+    def _parsed(self, name: str, default: T, parse: Callable[[str], T], kind: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError:
+            raise SettingsError(f"{name} must be {kind} (got {value!r})") from None
+
+    def port(self, name: str, default: int) -> int:
+        return _bounded(name, self._parsed(name, default, int, "an integer"), minimum=1, maximum=65535)
+
+
+def _bounded(name: str, value: Any, minimum: Any = None, maximum: Any = None) -> Any:
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise SettingsError(f"{name} must be >= {minimum}{upper} (got {value})")
+    return value
+
+
+def _broker_url(read: _Reader) -> str:
+    """``BROKER_URL`` wins; otherwise build it from the book's RABBITMQ_* names."""
+    explicit = read.raw("BROKER_URL")
+    if explicit:
+        return explicit
+    host = read.text("RABBITMQ_HOST", BROKER_PARTS["RABBITMQ_HOST"])
+    port = read.port("RABBITMQ_PORT", BROKER_PARTS["RABBITMQ_PORT"])
+    user = read.text("RABBITMQ_USERNAME", BROKER_PARTS["RABBITMQ_USERNAME"])
+    password = read.raw("RABBITMQ_PASSWORD") or ""
+    vhost = read.text("RABBITMQ_VHOST", BROKER_PARTS["RABBITMQ_VHOST"])
+    # Credentials and vhost are percent-encoded: a generated password may
+    # contain '@', '/' or ':' and the default vhost '/' must become '%2F'.
+    auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    return f"amqp://{auth}@{host}:{port}/{quote(vhost, safe='')}"
+
+
+def _result_backend(read: _Reader) -> str:
+    """``RESULT_BACKEND`` wins; otherwise build a Redis URL from REDIS_*."""
+    explicit = read.raw("RESULT_BACKEND")
+    if explicit:
+        return explicit
+    host = read.text("REDIS_HOST", BACKEND_PARTS["REDIS_HOST"])
+    port = read.port("REDIS_PORT", BACKEND_PARTS["REDIS_PORT"])
+    db = _bounded("REDIS_DB", read._parsed("REDIS_DB", BACKEND_PARTS["REDIS_DB"], int, "an integer"), 0, 15)
+    password = read.raw("REDIS_PASSWORD")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/{db}"
+
+
+def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise SettingsError(f"{name} is not a valid URL ({exc})") from None
+    if parts.scheme not in schemes:
+        raise SettingsError(
+            f"{name} must start with one of {', '.join(s + '://' for s in schemes)} (got {url.split(':', 1)[0]!r})"
+        )
+
+
+def from_env_or_exit() -> Settings:
+    """Settings for a command-line entry point: one line on stderr and exit 2 when wrong."""
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Check the environment; ``--shell``: print the resolved values for ``eval``."""
+    args = sys.argv[1:] if argv is None else argv
+    settings = from_env_or_exit()
+    if args == ["--shell"]:
+        sys.stdout.write(settings.shell_assignments())
+    elif args:
+        print("usage: python -m workqueue.settings [--shell]", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
