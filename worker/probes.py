@@ -121,8 +121,11 @@ class HeartbeatStep(bootsteps.StartStopStep):
 class ReadinessStep(bootsteps.StartStopStep):
     """Consumer step: ready while consuming; ticks from the event loop.
 
-    It starts after the task consumer (so "ready" means messages can
-    arrive) and is stopped by Celery whenever the connection is lost.
+    It starts after the task consumer step and is stopped by Celery whenever
+    the connection is lost.  That step only declares the queues: the
+    ``basic.consume`` is sent when the event loop starts, after every step
+    (``celery.worker.loops.asynloop``).  So "ready" is set from the loop's
+    first turn, when messages can really arrive.
     """
 
     label = "probe readiness"
@@ -135,7 +138,10 @@ class ReadinessStep(bootsteps.StartStopStep):
     def start(self, consumer: Any) -> None:
         files: ProbeFiles = consumer.controller.probe_files
         self._timer_entry = consumer.timer.call_repeatedly(LOOP_TICK_SECONDS, files.tick)
-        files.set_ready(True)
+        if consumer.hub is not None:
+            consumer.hub.call_soon(files.set_ready, True)
+        else:  # no event loop (a pool without one): consuming starts with the step
+            files.set_ready(True)
 
     def stop(self, consumer: Any) -> None:
         if self._timer_entry is not None:

@@ -234,10 +234,8 @@ def test_slow_clients_neither_stop_others_nor_hang_on_forever(api):
 
 
 STALLED_POSTS = 20
-# API_DEPENDENCY_TIMEOUT is 1 s, but the first publish to a hung broker takes
-# ~3 s under gthread and gevent alike: the confirm times out (1 s), then
-# Celery's one publish retry reconnects (1 s) and times out again.  Not what
-# this test is about (the serving model); generous for a loaded CI machine.
+# API_DEPENDENCY_TIMEOUT is 1 s: a connect, a Redis command or a publisher
+# confirm gives up after it.  Generous for a loaded CI machine.
 DEPENDENCY_BOUND_MS = 5000
 
 
@@ -246,7 +244,9 @@ def test_a_hung_dependency_holds_only_the_requests_that_need_it(private_rabbitmq
 
     Each server in turn is SIGSTOPped (it accepts connections and never
     answers: a hung node, not a refused connection).  Submissions waiting on
-    it get 503 + Retry-After within the dependency timeout; meanwhile
+    it get 503 + Retry-After within the dependency timeout (or, for a
+    publish written on an already open broker connection, 504: its confirm
+    never came, the message may still be queued); meanwhile
     ``/healthz`` keeps answering at once, which it could not if one blocking
     call froze the worker process.
     """
@@ -271,7 +271,9 @@ def test_a_hung_dependency_holds_only_the_requests_that_need_it(private_rabbitmq
                 f"posts_503={sum(status == 503 for _, status in posts)}/{STALLED_POSTS} "
                 f"slowest_503_ms={max(ms for ms, _ in posts):.0f}"
             )
-            assert {status for _, status in posts} == {503}, posts
+            statuses = [status for _, status in posts]
+            assert set(statuses) <= ({503, 504} if name == "rabbitmq" else {503}), posts
+            assert statuses.count(503) >= STALLED_POSTS // 2, posts  # 504s: at most the pooled connections
             assert max(ms for ms, _ in posts) < DEPENDENCY_BOUND_MS
             assert {status for _, status in healthz} == {200}
             assert p99(healthz) < P99_BOUND_MS, f"{name} stopped: /healthz waited on it"
