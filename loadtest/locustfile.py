@@ -5,7 +5,8 @@ Each user submits a task from a realistic mix, then polls ``GET
 * ``POST /tasks`` — enqueue latency (Locust's own request statistics);
 * ``TASK <name>`` — completion latency, submit to terminal state, fired
   as a custom request event (a failure if the task did not succeed).
-Polls are grouped under ``GET /tasks/[id]``.
+Polls are grouped under ``GET /tasks/[id]``.  With ``API_TOKENS`` set
+(the API's setting) every request carries the first token.
 
 A user always finishes the task it started before it stops (run with
 ``--stop-timeout``), so every submitted task is accounted for.  Locust's
@@ -23,6 +24,8 @@ import time
 
 from locust import HttpUser, between, events, task
 
+from workqueue.settings import Settings
+
 TERMINAL = {"SUCCESS", "FAILURE", "REVOKED"}
 POLL_SECONDS = 0.02
 TASK_TIMEOUT_SECONDS = 120.0
@@ -38,6 +41,13 @@ MIX = [
 
 class TaskSubmitter(HttpUser):
     wait_time = between(0.0, 0.05)
+
+    def on_start(self) -> None:
+        # An API that requires a token (API_TOKENS, as the chart deploys it)
+        # gets the first one; the API's own setting, so a run needs no extra flag.
+        tokens = Settings.from_env().api_tokens
+        if tokens:
+            self.client.headers["Authorization"] = f"Bearer {tokens[0]}"
 
     @task
     def submit_and_wait(self) -> None:

@@ -121,14 +121,18 @@ def wait_for_readyz(
 
 
 def wait_for_state(
-    base_url: str, task_id: str, states: Mapping[str, None] | set[str] | tuple[str, ...], timeout: float = 60.0
+    base_url: str,
+    task_id: str,
+    states: Mapping[str, None] | set[str] | tuple[str, ...],
+    timeout: float = 60.0,
+    headers: Mapping[str, str] | None = None,
 ) -> dict:
-    """Poll ``GET /tasks/<id>`` until the state is one of ``states``."""
+    """Poll ``GET /tasks/<id>`` (with ``headers``, e.g. a bearer token) until the state is one of ``states``."""
     seen: dict = {}
 
     def reached() -> bool:
         nonlocal seen
-        seen = requests.get(f"{base_url}/tasks/{task_id}", timeout=5).json()
+        seen = requests.get(f"{base_url}/tasks/{task_id}", headers=headers, timeout=5).json()
         return seen.get("state") in states
 
     try:

@@ -96,8 +96,11 @@ def deploy_env(broker_url: str, backend_url: str) -> tuple[dict[str, str], dict[
     return config, secret
 
 
+API_TOKEN = "container-test-token"
+
+
 class Stack:
-    """The API container and a worker container, both against one broker."""
+    """The API container (requiring a bearer token, as the chart runs it) and a worker container, on one broker."""
 
     def __init__(self, api: Container, worker: Container, port: int, broker_url: str, backend_url: str) -> None:
         self.api = api
@@ -105,6 +108,7 @@ class Stack:
         self.url = f"http://127.0.0.1:{port}"
         self.broker_url = broker_url
         self.backend_url = backend_url
+        self.token = API_TOKEN
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +116,7 @@ def stack(containers: Containers, container_broker: str, backend_url: str) -> It
     port = free_port()
     env = service_env(container_broker, backend_url)
     worker = containers.start("worker", env=env)
-    api = containers.start("api", "api", env={**env, "PORT": str(port)})
+    api = containers.start("api", "api", env={**env, "PORT": str(port), "API_TOKENS": API_TOKEN})
     url = f"http://127.0.0.1:{port}"
 
     try:

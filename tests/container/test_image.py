@@ -32,8 +32,9 @@ pytestmark = [pytest.mark.container, pytest.mark.timeout(1500)]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 
-def post_task(base_url: str, task: str, *args: object) -> str:
-    response = requests.post(f"{base_url}/tasks", json={"task": task, "args": list(args)}, timeout=10)
+def post_task(stack: Stack, task: str, *args: object) -> str:
+    auth = {"Authorization": f"Bearer {stack.token}"}
+    response = requests.post(f"{stack.url}/tasks", json={"task": task, "args": list(args)}, headers=auth, timeout=10)
     assert response.status_code == 202, response.text
     assert response.headers["Location"].endswith(f"/tasks/{response.json()['id']}")
     return response.json()["id"]
@@ -79,13 +80,17 @@ def test_image_holds_only_the_app_and_its_dependencies(containers: Containers) -
 
 def test_tasks_submitted_over_http_to_the_api_container_get_results(stack: Stack) -> None:
     ids = {
-        "add": post_task(stack.url, "add", 2, 3),
-        "mul": post_task(stack.url, "mul", 6, 7),
-        "xsum": post_task(stack.url, "xsum", [1, 2, 3, 4]),
-        "pi": post_task(stack.url, "pi", 10),
-        "dump_context": post_task(stack.url, "dump_context", 1, "two"),
+        "add": post_task(stack, "add", 2, 3),
+        "mul": post_task(stack, "mul", 6, 7),
+        "xsum": post_task(stack, "xsum", [1, 2, 3, 4]),
+        "pi": post_task(stack, "pi", 10),
+        "dump_context": post_task(stack, "dump_context", 1, "two"),
     }
-    results = {name: wait_for_state(stack.url, task_id, {"SUCCESS"})["result"] for name, task_id in ids.items()}
+    auth = {"Authorization": f"Bearer {stack.token}"}
+    results = {
+        name: wait_for_state(stack.url, task_id, {"SUCCESS"}, headers=auth)["result"] for name, task_id in ids.items()
+    }
+    assert requests.get(f"{stack.url}/tasks/{ids['add']}", timeout=10).status_code == 401  # no token
     assert results["add"] == 5
     assert results["mul"] == 42
     assert results["xsum"] == 10
@@ -260,7 +265,7 @@ def test_load_test_image_runs_the_jobs_locust_command_against_the_api_container(
             "loadtest", "loadtest", "--host", stack.url, "--users", "3", "--spawn-rate", "3", "--duration", "4",
             "--out", "/reports/run",
             env={"MPLCONFIGDIR": "/tmp/matplotlib", "BROKER_URL": stack.broker_url,
-                 "RESULT_BACKEND": stack.backend_url},
+                 "RESULT_BACKEND": stack.backend_url, "API_TOKENS": stack.token},
             volumes=[f"{tmp_path}:/reports"], timeout=300,
         )  # fmt: skip
     finally:

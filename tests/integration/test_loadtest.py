@@ -9,20 +9,26 @@ import sys
 import pytest
 
 from testing.faults import report
-from testing.processes import REPO, service_env
+from testing.processes import REPO, Api, service_env
 
 pytestmark = pytest.mark.integration
 
 
 def test_short_load_test_writes_a_consistent_report(stack, broker_url, backend_url, tmp_path):
-    api, _ = stack
+    """Against an API that requires a token, as the chart deploys it: the load test sends API_TOKENS' first."""
+    tokens = "loadtest-token-1,loadtest-token-2"
+    api = Api(broker_url, backend_url, API_TOKENS=tokens)  # the stack's worker runs the tasks
     out = tmp_path / "report"
-    env = service_env(broker_url, backend_url, tmp_path / "runtime")
-    result = subprocess.run(
-        [sys.executable, "-m", "loadtest.run", "--host", api.url, "--users", "5", "--spawn-rate", "5",
-         "--duration", "6", "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    env = service_env(broker_url, backend_url, tmp_path / "runtime", API_TOKENS=tokens)
+    try:
+        api.start().wait_ready()
+        result = subprocess.run(
+            [sys.executable, "-m", "loadtest.run", "--host", api.url, "--users", "5", "--spawn-rate", "5",
+             "--duration", "6", "--out", str(out)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        api.stop()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     expected = {"locust.html", "locust_stats.csv", "locust_stats_history.csv", "queue_depth.csv", "summary.json",
                 "submit_rate.png", "completion_rate.png", "latency.png", "queue_depth.png"}  # fmt: skip

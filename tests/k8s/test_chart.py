@@ -216,7 +216,7 @@ def test_no_password_in_any_config_map_and_no_guest_user(everything: list[Doc]) 
 
 def test_secret_is_generated_with_random_passwords(default: list[Doc]) -> None:
     first, second = secret_of(default), secret_of(render())
-    assert set(first) == {"RABBITMQ_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_ERLANG_COOKIE"}
+    assert set(first) == {"RABBITMQ_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_ERLANG_COOKIE", "API_TOKENS"}
     for key in first:
         assert len(first[key]) >= 32 and first[key].isalnum()
         assert first[key] != second[key], f"{key} is not random"
@@ -263,17 +263,41 @@ def test_an_upgrade_that_cannot_find_the_generated_secret_stops_instead_of_repla
     assert not any("kind: Secret" in text for text in rendered.values())
 
 
-def test_app_containers_get_only_the_two_passwords(everything: list[Doc]) -> None:
+def test_app_containers_get_only_the_two_passwords_and_only_http_clients_the_api_tokens(
+    everything: list[Doc],
+) -> None:
+    http_clients = {("workqueue-api", "api"), ("workqueue-loadtest", "loadtest")}
     for doc in everything:
         if doc.kind not in WORKLOAD_KINDS:
             continue
         for c in containers(doc.obj):
-            if c["image"].startswith("workqueue:"):
-                if c["name"] == "wait-for-api":  # polls the API's Service: no settings, no passwords
-                    assert "env" not in c and "envFrom" not in c
-                    continue
+            if c["name"] == "wait-for-api":  # polls the API's Service: no settings, no passwords
+                assert "env" not in c and "envFrom" not in c
+                continue
+            if c["image"].split(":")[0] in ("workqueue", "workqueue-loadtest"):
                 assert c["envFrom"] == [{"configMapRef": {"name": "workqueue-config"}}]
-                assert [e["name"] for e in c["env"]] == ["RABBITMQ_PASSWORD", "REDIS_PASSWORD"], doc.name
+                secret_env = [e["name"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+                tokens = ["API_TOKENS"] if (doc.name, c["name"]) in http_clients else []
+                assert secret_env == ["RABBITMQ_PASSWORD", "REDIS_PASSWORD", *tokens], (doc.name, c["name"])
+
+
+def test_api_auth_is_on_by_default_and_off_leaves_no_token_anywhere() -> None:
+    notes = kube.notes()
+    assert "-H \"Authorization: Bearer $TOKEN\"" in notes
+    assert "jsonpath='{.data.API_TOKENS}'" in notes and "Secret workqueue-secret" in notes
+    (token,) = [e for e in container(render(), "Deployment", "workqueue-api", "api")["env"] if e["name"] == "API_TOKENS"]
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "workqueue-secret", "key": "API_TOKENS"}
+    off = {"api": {"auth": {"enabled": False}}, "loadtest": {"enabled": True}}
+    for doc in render(off):
+        assert not re.search(r"^\s*(API_TOKENS:|- name: API_TOKENS$|key: API_TOKENS$)", doc.text, re.M), doc.name
+    assert "Authorization" not in kube.notes(off) and "open to anyone" in kube.notes(off)
+    # existingSecret: the API reads API_TOKENS from it (the kubelet refuses to start a pod whose key is missing).
+    (token,) = [
+        e
+        for e in container(render({"existingSecret": "mine"}), "Deployment", "workqueue-api", "api")["env"]
+        if e["name"] == "API_TOKENS"
+    ]
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "mine", "key": "API_TOKENS"}
 
 
 # --- timing and sizing that must agree ---------------------------------------

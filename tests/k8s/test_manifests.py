@@ -183,7 +183,7 @@ class Cluster:
         self.objects = deploy_objects()
         self.config = dict(self.objects[("ConfigMap", "workqueue-config")]["data"])
         # What `kubectl create secret` of deploy/README.md holds.
-        self.secret = {"RABBITMQ_PASSWORD": secrets.token_hex(24), "REDIS_PASSWORD": secrets.token_hex(24)}
+        self.secret = {key: secrets.token_hex(24) for key in ("RABBITMQ_PASSWORD", "REDIS_PASSWORD", "API_TOKENS")}
         rabbitmq.ctl("add_user", self.config["RABBITMQ_USERNAME"], self.secret["RABBITMQ_PASSWORD"])
         rabbitmq.ctl(
             "set_permissions", "-p", self.config["RABBITMQ_VHOST"], self.config["RABBITMQ_USERNAME"], ".*", ".*", ".*"
@@ -336,14 +336,20 @@ def test_api_probes_pass_and_a_task_goes_through_the_worker(
     for kind in ("startup", "liveness", "readiness"):
         wait_for_probe(lambda kind=kind: cluster.http_probe(api, kind) == 200, api[f"{kind}Probe"], f"API {kind} probe")
     base = f"http://127.0.0.1:{cluster.api_port}"
-    submitted = requests.post(f"{base}/tasks", json={"task": "add", "args": [2, 3]}, timeout=10)
+    body = {"task": "add", "args": [2, 3]}
+    # The API takes the Secret's API_TOKENS: no token, no task.
+    refused = requests.post(f"{base}/tasks", json=body, timeout=10)
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
+    auth = {"Authorization": f"Bearer {cluster.secret['API_TOKENS']}"}
+    submitted = requests.post(f"{base}/tasks", json=body, headers=auth, timeout=10)
     assert submitted.status_code == 202, submitted.text
+    location = f"{base}{submitted.headers['Location']}"
 
     def done() -> bool:
-        return requests.get(f"{base}{submitted.headers['Location']}", timeout=5).json()["state"] == "SUCCESS"
+        return requests.get(location, headers=auth, timeout=5).json()["state"] == "SUCCESS"
 
     wait_until(done, 60, "the task's result")
-    assert requests.get(f"{base}{submitted.headers['Location']}", timeout=5).json()["result"] == 5
+    assert requests.get(location, headers=auth, timeout=5).json()["result"] == 5
 
 
 @pytest.mark.integration

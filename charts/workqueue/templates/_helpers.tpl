@@ -132,6 +132,20 @@ env:
 {{- end }}
 
 {{/*
+The API's bearer tokens, for the API and the HTTP load test (no other pod
+gets them); nothing when api.auth.enabled is off.
+*/}}
+{{- define "workqueue.apiTokensEnv" -}}
+{{- if .Values.api.auth.enabled }}
+- name: API_TOKENS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "workqueue.secretName" . }}
+      key: API_TOKENS
+{{- end }}
+{{- end }}
+
+{{/*
 The writable /tmp of a read-only root filesystem (RUNTIME_DIR is
 /tmp/workqueue: probe files, gunicorn and prometheus-client files).
 */}}
