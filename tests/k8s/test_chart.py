@@ -827,15 +827,20 @@ COMPONENTS = {
     "rabbitmq": ("StatefulSet", "workqueue-message-queue", "rabbitmq"),
     "redis": ("StatefulSet", "workqueue-redis", "redis"),
     "flower": ("Deployment", "workqueue-flower", "flower"),
+    # One-off pods: the same knobs, but no default spread (nothing to spread).
+    "loadtest": ("Job", "workqueue-loadtest", "loadtest"),
+    "tests": ("Pod", "workqueue-test-submit", "submit"),
 }
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_placement_and_extension_values_reach_the_component_pods(component: str) -> None:
     kind, name, container_name = COMPONENTS[component]
-    docs = render({component: KNOBS, "flower": {"enabled": True, **(KNOBS if component == "flower" else {})}})
+    switched_on = {key: {"enabled": True, **(KNOBS if key == component else {})} for key in ("flower", "loadtest")}
+    docs = render({component: KNOBS, **switched_on})
     obj = by_kind_name(docs)[(kind, name)]
-    spec, template = pod_spec(obj), obj["spec"]["template"]["metadata"]
+    spec = pod_spec(obj)
+    template = obj["metadata"] if kind == "Pod" else obj["spec"]["template"]["metadata"]
     for key in ("nodeSelector", "tolerations", "affinity", "topologySpreadConstraints", "priorityClassName"):
         assert spec[key] == KNOBS[key], (component, key)
     assert template["labels"]["team"] == "queue" and template["annotations"]["example.com/owner"] == "queue"
@@ -844,8 +849,14 @@ def test_placement_and_extension_values_reach_the_component_pods(component: str)
     assert KNOBS["extraEnv"][0] in main["env"] and KNOBS["extraEnvFrom"][0] in main["envFrom"]
     assert KNOBS["extraVolumeMounts"][0] in main["volumeMounts"]
     for doc in docs:  # other components keep their defaults
-        if doc.kind in {"Deployment", "StatefulSet"} and doc.name != name:
+        if doc.kind in WORKLOAD_KINDS and doc.name != name:
             assert "nodeSelector" not in pod_spec(doc.obj), doc.name
+
+
+def test_one_off_pods_get_no_default_spread() -> None:
+    for kind, name, _ in (COMPONENTS["loadtest"], COMPONENTS["tests"]):
+        spec = pod_spec(by_kind_name(render({"loadtest": {"enabled": True}}))[(kind, name)])
+        assert not {"topologySpreadConstraints", "nodeSelector", "affinity", "priorityClassName"} & set(spec), name
 
 
 def test_pod_labels_cannot_take_over_the_selector_labels() -> None:

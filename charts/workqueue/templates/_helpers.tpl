@@ -189,25 +189,9 @@ Usage: include "workqueue.placement" (list . "worker" .Values.worker)
 {{- $root := index . 0 -}}
 {{- $component := index . 1 -}}
 {{- $values := index . 2 -}}
-{{- with $values.priorityClassName }}
-priorityClassName: {{ . }}
-{{- end }}
-{{- with $values.nodeSelector }}
-nodeSelector:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with $values.tolerations }}
-tolerations:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with $values.affinity }}
-affinity:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
+{{- include "workqueue.nodePlacement" $values }}
+{{- if not $values.topologySpreadConstraints }}
 topologySpreadConstraints:
-{{- if $values.topologySpreadConstraints }}
-  {{- toYaml $values.topologySpreadConstraints | nindent 2 }}
-{{- else }}
 {{- range list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
   - maxSkew: 1
     topologyKey: {{ . }}
@@ -216,6 +200,33 @@ topologySpreadConstraints:
       matchLabels:
         {{- include "workqueue.selectorLabels" (list $root $component) | nindent 8 }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The same knobs for a one-off pod (load-test Job, helm test pod), which has
+nothing to spread: only what the values set.
+Usage: include "workqueue.nodePlacement" .Values.tests
+*/}}
+{{- define "workqueue.nodePlacement" -}}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
 
