@@ -73,7 +73,7 @@ def client_pod(name: str, script: str) -> dict[str, Any]:
     """A pod like the README's temporary pod running ``script`` in /bin/sh (PodSecurity restricted)."""
     secret_env = [
         {"name": key, "valueFrom": {"secretKeyRef": {"name": f"{RELEASE}-secret", "key": key}}}
-        for key in ("RABBITMQ_PASSWORD", "REDIS_PASSWORD")
+        for key in ("RABBITMQ_PASSWORD", "REDIS_PASSWORD", "API_TOKENS")  # the chart requires a token by default
     ]
     return {
         "apiVersion": "v1", "kind": "Pod",
@@ -125,28 +125,29 @@ def test_temporary_pod_submits_tasks_and_gets_results(release: Any, namespace: s
 
 
 def test_api_takes_a_task_over_its_service(release: Any, namespace: str) -> None:
-    script = (
-        "python3 -c 'import json, time, urllib.request as u\n"
-        'body = json.dumps({"task": "add", "args": [2, 3]}).encode()\n'
-        'r = u.urlopen(u.Request("http://workqueue-api:8000/tasks", body,'
-        ' {"Content-Type": "application/json"}))\n'
-        'location = r.headers["Location"]\n'
+    script = api_script(
+        'location = "/tasks/" + api("/tasks", {"task": "add", "args": [2, 3]})["id"]\n'
         "for _ in range(120):\n"
-        '    body = json.load(u.urlopen("http://workqueue-api:8000" + location))\n'
+        "    body = api(location)\n"
         '    if body["state"] == "SUCCESS": print("result", body["result"]); break\n'
-        "    time.sleep(0.5)\n'"
+        "    time.sleep(0.5)\n"
     )
     phase, log = run_client_pod(namespace, "http-client", script)
     assert phase == "Succeeded" and "result 5" in log, log
 
 
 def api_script(body: str) -> str:
-    """A python3 -c script for a client pod: ``body`` with ``api(path, data=None)`` -> JSON."""
+    """A python3 -c script for a client pod: ``body`` with ``api(path, data=None)`` -> JSON.
+
+    ``api`` sends the first of the Secret's API_TOKENS, as the chart's install notes do.
+    """
     return (
-        "python3 -c 'import json, time, urllib.request as u\n"
+        "python3 -c 'import json, os, time, urllib.request as u\n"
+        'headers = {"Content-Type": "application/json",'
+        ' "Authorization": "Bearer " + os.environ["API_TOKENS"].split(",")[0]}\n'
         "def api(path, data=None):\n"
         '    request = u.Request("http://workqueue-api:8000" + path,'
-        ' None if data is None else json.dumps(data).encode(), {"Content-Type": "application/json"})\n'
+        " None if data is None else json.dumps(data).encode(), headers)\n"
         "    return json.load(u.urlopen(request, timeout=30))\n"
         f"{body}'"
     )
