@@ -197,6 +197,8 @@ class RabbitMQ:
             "RABBITMQ_PID_FILE": str(d / "pid"),
             "RABBITMQ_CONF_ENV_FILE": str(d / "env.conf"),
             "ERL_EPMD_ADDRESS": "127.0.0.1",
+            # The node's and the CLI's crash dumps stay with the node (Erlang's default is the cwd: the repo).
+            "ERL_CRASH_DUMP": str(d / "erl_crash.dump"),
         }
 
     def start(self, timeout: float = 90.0) -> None:
