@@ -22,7 +22,8 @@ install_python_deps() {
   fi
   # Reinstall only when the dependency list changed.
   if [[ ! -f "$stamp" ]] || ! cmp -s pyproject.toml "$stamp"; then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,loadtest]'
+    # otel: tests/integration/test_tracing.py runs with tracing on.
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,loadtest,otel]'
     cp pyproject.toml "$stamp"
   fi
 }

@@ -8,6 +8,7 @@ from flask import Flask
 
 from api import auth, errors, limits, metrics
 from api.routes import bp
+from workqueue import tracing
 from workqueue.client import TaskClient
 from workqueue.settings import Settings
 
@@ -23,4 +24,5 @@ def create_app(settings: Settings | None = None, client: TaskClient | None = Non
     app.register_blueprint(bp)
     errors.register(app)
     metrics.instrument(app)
+    tracing.instrument_flask(app, settings)  # OTEL_EXPORTER_OTLP_ENDPOINT set only
     return app

@@ -34,7 +34,7 @@ NAMESPACE = "workqueue"
 # Oldest and newest Kubernetes versions the manifests are validated against.
 KUBE_VERSIONS = ("1.30.0", "1.37.0")
 # Kinds of custom resources (KEDA, prometheus-operator): no bundled schema.
-CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
 
 # Every optional part of the chart switched on (and a replicated broker).
 ALL_OPTIONS: dict[str, Any] = {
@@ -45,7 +45,11 @@ ALL_OPTIONS: dict[str, Any] = {
     "worker": {"keda": {"enabled": True}},
     "rabbitmq": {"replicas": 3},
     "config": {"queueType": "quorum"},
-    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "metrics": {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "dashboards": {"enabled": True, "folder": "Workqueue"},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+    },
     "flower": {"enabled": True},
     "loadtest": {"enabled": True},
 }

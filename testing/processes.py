@@ -15,7 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Variables of the developer's shell that would change what the services
 # connect to; the tests set their own.
-_SCRUBBED_PREFIXES = ("RABBITMQ_", "REDIS_", "BROKER_URL", "RESULT_BACKEND", "WORKER_", "TASK_", "API_", "PROMETHEUS_")
+_SCRUBBED_PREFIXES = (
+    "RABBITMQ_",
+    "REDIS_",
+    "BROKER_URL",
+    "RESULT_BACKEND",
+    "WORKER_",
+    "TASK_",
+    "API_",
+    "PROMETHEUS_",
+    "OTEL_",
+)
 
 
 def service_env(broker_url: str, backend_url: str, runtime_dir: Path, **extra: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from celery import Celery
 
 from worker import celery_tasks, metrics, probes, revoked, shutdown
-from workqueue import catalogue
+from workqueue import catalogue, tracing
 from workqueue.celery_app import create_celery
 from workqueue.settings import Settings
 
@@ -25,6 +25,7 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     shutdown.install(app)
     revoked.install(app)
     metrics.install(app)
+    tracing.instrument_celery(settings)  # OTEL_EXPORTER_OTLP_ENDPOINT set only
     return app
 
 

@@ -86,7 +86,7 @@ class TaskClient:
         self.celery: Celery = create_celery(settings, role="client")
         self.errors = _dependency_errors(self.celery)
         self.publisher = Publisher(
-            self.celery, self.errors, settings.api_dependency_timeout, amqp=settings.broker_is_amqp
+            self.celery, self.errors, settings.api_dependency_timeout, amqp=settings.broker_is_amqp, settings=settings
         )
         self.idempotency = IdempotencyKeys(self.celery.backend, settings.result_expires)
         self.revocations = Revocations(self.celery.backend, settings.result_expires)

@@ -29,11 +29,16 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import nullcontext
 from typing import Any
 
 from amqp.exceptions import MessageNacked
 from celery import Celery
 from kombu import Connection, Producer, Queue
+
+from workqueue import tracing
+from workqueue.celery_app import DEFAULT_QUEUE
+from workqueue.settings import Settings
 
 READINESS_ROUTING_KEY = "workqueue.readiness-probe"  # no queue has this name: the broker drops it
 
@@ -85,9 +90,15 @@ class Publisher:
     """
 
     def __init__(
-        self, celery: Celery, errors: tuple[type[BaseException], ...], confirm_timeout: float, amqp: bool = True
+        self,
+        celery: Celery,
+        errors: tuple[type[BaseException], ...],
+        confirm_timeout: float,
+        amqp: bool = True,
+        settings: Settings | None = None,
     ) -> None:
         self.celery = celery
+        self.settings = settings  # only read for tracing (workqueue/tracing.py)
         self.amqp = amqp  # False: the embedded filesystem transport (no confirms, no alarms)
         self.errors = errors
         self.confirm_timeout = confirm_timeout
@@ -111,17 +122,22 @@ class Publisher:
             message = amqp.create_task_message(
                 task_id, name, (), kwargs, create_sent_event=self.celery.conf.task_send_sent_event
             )
+            # The worker measures queue wait time (submitted -> started) from it.
+            headers: dict[str, Any] = {"workqueue_submitted_at": time.time()}
+            span = nullcontext() if self.settings is None else tracing.publish_span(
+                self.settings, name, task_id, queue.name if queue is not None else DEFAULT_QUEUE, headers
+            )  # fmt: skip
             try:
-                amqp.send_task_message(
-                    producer,
-                    name,
-                    message,
-                    queue=queue,
-                    retry=False,
-                    confirm_timeout=self.confirm_timeout,
-                    # The worker measures queue wait time (submitted -> started) from it.
-                    headers={"workqueue_submitted_at": time.time()},
-                )
+                with span:  # tracing on: a producer span, its traceparent in the headers
+                    amqp.send_task_message(
+                        producer,
+                        name,
+                        message,
+                        queue=queue,
+                        retry=False,
+                        confirm_timeout=self.confirm_timeout,
+                        headers=headers,
+                    )
             except MessageNacked as exc:
                 self._discard(producer)
                 producer = None

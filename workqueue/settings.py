@@ -122,6 +122,11 @@ class Settings:
     # and for the result backend before answering 503.
     api_dependency_timeout: float = _env("API_DEPENDENCY_TIMEOUT", 1.0, minimum=0.05)
     worker_metrics_port: int = _env("WORKER_METRICS_PORT", 9808, minimum=0, maximum=65535)
+    # OpenTelemetry traces (the `otel` extra): set, the API and the workers
+    # export spans there over OTLP/HTTP, one trace from the HTTP request
+    # through the publish into the task; empty, OpenTelemetry is not imported.
+    # The SDK reads the other OTEL_* variables (OTEL_SERVICE_NAME, sampling) itself.
+    otel_exporter_otlp_endpoint: str = _env("OTEL_EXPORTER_OTLP_ENDPOINT", "")
 
     @property
     def broker_is_amqp(self) -> bool:

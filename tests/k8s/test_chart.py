@@ -151,6 +151,8 @@ OPTIONAL_OBJECTS = {
     ("TriggerAuthentication", "workqueue-worker"),
     ("Service", "workqueue-worker-metrics"),
     ("ServiceMonitor", "workqueue"),
+    ("ConfigMap", "workqueue-dashboards"),
+    ("PrometheusRule", "workqueue"),
     ("Deployment", "workqueue-flower"),
     ("Service", "workqueue-flower"),
     ("NetworkPolicy", "workqueue-flower"),
@@ -283,9 +285,11 @@ def test_app_containers_get_only_the_two_passwords_and_only_http_clients_the_api
 
 def test_api_auth_is_on_by_default_and_off_leaves_no_token_anywhere() -> None:
     notes = kube.notes()
-    assert "-H \"Authorization: Bearer $TOKEN\"" in notes
+    assert '-H "Authorization: Bearer $TOKEN"' in notes
     assert "jsonpath='{.data.API_TOKENS}'" in notes and "Secret workqueue-secret" in notes
-    (token,) = [e for e in container(render(), "Deployment", "workqueue-api", "api")["env"] if e["name"] == "API_TOKENS"]
+    (token,) = [
+        e for e in container(render(), "Deployment", "workqueue-api", "api")["env"] if e["name"] == "API_TOKENS"
+    ]
     assert token["valueFrom"]["secretKeyRef"] == {"name": "workqueue-secret", "key": "API_TOKENS"}
     off = {"api": {"auth": {"enabled": False}}, "loadtest": {"enabled": True}}
     for doc in render(off):
