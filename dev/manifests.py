@@ -40,6 +40,7 @@ CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
 SAMPLE_SCHEDULES: dict[str, Any] = {
     "nightly-pi": {"schedule": "0 3 * * *", "timeZone": "Etc/UTC", "task": "pi", "kwargs": {"digits": 1000}},
 }
+SAMPLE_BATCH: dict[str, Any] = {"enabled": True, "task": "add", "args": [2, 3], "count": 10}
 # Every optional part of the chart switched on (and a replicated broker).
 ALL_OPTIONS: dict[str, Any] = {
     "api": {
@@ -68,14 +69,14 @@ ALL_OPTIONS: dict[str, Any] = {
     "flower": {"enabled": True},
     "loadtest": {"enabled": True},
     "schedules": SAMPLE_SCHEDULES,
-    "batch": {"enabled": True},
+    "batch": SAMPLE_BATCH,
 }
 # The optional objects deploy/optional/ carries (apply them on purpose).
 OPTIONAL_VALUES: dict[str, Any] = {
     "api": {"ingress": {"enabled": True}, "autoscaling": {"enabled": True}},
     "loadtest": {"enabled": True},
     "schedules": SAMPLE_SCHEDULES,
-    "batch": {"enabled": True},
+    "batch": SAMPLE_BATCH,
 }
 OPTIONAL_KINDS = {"Ingress", "HorizontalPodAutoscaler", "Job", "PersistentVolumeClaim", "CronJob"}
 
