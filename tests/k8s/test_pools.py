@@ -16,6 +16,7 @@ from typing import Any
 
 import helm_python
 import pytest
+import yaml
 
 from cli.batch import EXIT_OK
 from dev import manifests as kube
@@ -165,6 +166,14 @@ def test_notes_list_the_pools_and_their_queues() -> None:
     assert "workqueue-worker-slow: slow, reports" in notes and "workqueue-worker-fast: fast" in notes
     assert "TASK_ROUTES sends add to fast, pi to slow, sleep to reports, the rest to celery" in notes
     assert "Worker pools" not in kube.notes()
+
+
+@pytest.mark.parametrize("section", ["Worker pools", "Schedules", "Batch Job"])
+def test_the_chart_readme_examples_render(section: str) -> None:
+    text = (kube.CHART / "README.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```yaml\n(.*?)```", body, re.S)
+    assert render(yaml.safe_load(example))
 
 
 def test_all_options_include_a_pool_and_routes() -> None:
