@@ -36,15 +36,35 @@ KUBE_VERSIONS = ("1.30.0", "1.37.0")
 # Kinds of custom resources (KEDA, prometheus-operator): no bundled schema.
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
 
+# A schedule as deploy/optional/ and ALL_OPTIONS show it.
+SAMPLE_SCHEDULES: dict[str, Any] = {
+    "nightly-pi": {"schedule": "0 3 * * *", "timeZone": "Etc/UTC", "task": "pi", "kwargs": {"digits": 1000}},
+}
+SAMPLE_BATCH: dict[str, Any] = {"enabled": True, "task": "add", "args": [2, 3], "count": 10}
 # Every optional part of the chart switched on (and a replicated broker).
 ALL_OPTIONS: dict[str, Any] = {
     "api": {
         "ingress": {"enabled": True, "className": "nginx", "tlsSecretName": "workqueue-tls"},
         "autoscaling": {"enabled": True},
     },
-    "worker": {"keda": {"enabled": True}},
+    "worker": {
+        "keda": {"enabled": True},
+        # A pool for long tasks: its own queue, one task at a time, longer limits.
+        "pools": {
+            "slow": {
+                "queues": ["slow"],
+                "replicas": 1,
+                "concurrency": 1,
+                "taskSoftTimeLimit": 1140,
+                "taskTimeLimit": 1200,
+                "shutdownTimeout": 1210,
+                "terminationGracePeriodSeconds": 1240,
+                "resources": {"limits": {"memory": "2Gi"}},
+            }
+        },
+    },
     "rabbitmq": {"replicas": 3},
-    "config": {"queueType": "quorum"},
+    "config": {"queueType": "quorum", "taskRoutes": {"pi": "slow", "sleep": "slow"}},
     "metrics": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "dashboards": {"enabled": True, "folder": "Workqueue"},
@@ -52,13 +72,17 @@ ALL_OPTIONS: dict[str, Any] = {
     },
     "flower": {"enabled": True},
     "loadtest": {"enabled": True},
+    "schedules": SAMPLE_SCHEDULES,
+    "batch": SAMPLE_BATCH,
 }
 # The optional objects deploy/optional/ carries (apply them on purpose).
 OPTIONAL_VALUES: dict[str, Any] = {
     "api": {"ingress": {"enabled": True}, "autoscaling": {"enabled": True}},
     "loadtest": {"enabled": True},
+    "schedules": SAMPLE_SCHEDULES,
+    "batch": SAMPLE_BATCH,
 }
-OPTIONAL_KINDS = {"Ingress", "HorizontalPodAutoscaler", "Job", "PersistentVolumeClaim"}
+OPTIONAL_KINDS = {"Ingress", "HorizontalPodAutoscaler", "Job", "PersistentVolumeClaim", "CronJob"}
 
 GENERATED_HEADER = (
     "# Generated from charts/workqueue by `python -m dev.manifests` (see deploy/README.md):\n"
@@ -185,14 +209,17 @@ def load_all(texts: Mapping[Any, str]) -> Iterator[tuple[Any, dict[str, Any]]]:
 
 def containers(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Init and app containers of a workload or pod."""
-    spec = obj["spec"]
-    if obj["kind"] != "Pod":
-        spec = spec["template"]["spec"]
+    spec = pod_spec(obj)
     return [*spec.get("initContainers", []), *spec["containers"]]
 
 
 def pod_spec(obj: Mapping[str, Any]) -> dict[str, Any]:
-    return obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
+    """The pod spec of a Pod, of a workload's template or of a CronJob's Job template."""
+    if obj["kind"] == "Pod":
+        return obj["spec"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return obj["spec"]["template"]["spec"]
 
 
 def by_kind_name(docs: list[Doc]) -> dict[tuple[str, str], dict[str, Any]]:

@@ -6,7 +6,8 @@ Bitnami's readme-generator-for-helm (npm, pinned below) reads the
 writes the Parameters tables of ``charts/workqueue/README.md`` and a plain
 OpenAPI schema of the values. The descriptions of that schema (and those of
 ``@extra`` objects) are copied into ``values.schema.json``, whose types and
-constraints stay hand-written. Regenerate both after changing values.yaml::
+constraints stay hand-written, except the parts derived from the task
+catalogue (``dev/catalogue_schema.py``: task names and their arguments). Regenerate both after changing values.yaml::
 
     .venv/bin/python -m dev.values_docs
 
@@ -26,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from dev import catalogue_schema
 from dev.manifests import CHART, REPO
 
 TOOL = "@bitnami/readme-generator-for-helm@2.7.2"
@@ -92,7 +94,7 @@ def generate() -> tuple[str, str]:
         descriptions = _descriptions(json.loads(generated.read_text()))
         readme_text = readme.read_text()
     descriptions.update(dict(_EXTRA.findall(VALUES.read_text())))
-    schema = _describe(json.loads(SCHEMA.read_text()), descriptions)
+    schema = catalogue_schema.apply(_describe(json.loads(SCHEMA.read_text()), descriptions))
     return readme_text, json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 

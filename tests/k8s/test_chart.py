@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -165,13 +166,30 @@ def test_default_values_render_the_core_objects_only(default: list[Doc]) -> None
     assert set(by_kind_name(default)) == DEFAULT_OBJECTS
 
 
+# ALL_OPTIONS' worker pool "slow", schedule "nightly-pi" and batch Job (tests/k8s/test_pools.py, test_schedules.py).
+POOL_SCHEDULE_BATCH_OBJECTS = {
+    ("Deployment", "workqueue-worker-slow"),
+    ("PodDisruptionBudget", "workqueue-worker-slow"),
+    ("NetworkPolicy", "workqueue-worker-slow"),
+    ("ScaledObject", "workqueue-worker-slow"),
+    ("Service", "workqueue-worker-slow-metrics"),
+    ("CronJob", "workqueue-schedule-nightly-pi"),
+    ("Job", "workqueue-batch"),
+}
+
+
 def test_every_option_adds_its_objects(everything: list[Doc]) -> None:
-    assert set(by_kind_name(everything)) == DEFAULT_OBJECTS | OPTIONAL_OBJECTS
+    assert set(by_kind_name(everything)) == DEFAULT_OBJECTS | OPTIONAL_OBJECTS | POOL_SCHEDULE_BATCH_OBJECTS
 
 
 def test_one_object_per_template_file(everything: list[Doc]) -> None:
-    templates = [doc.template for doc in everything]
-    assert len(templates) == len(set(templates))
+    """One object per template, or one per worker pool (worker/) or per schedule (schedules/)."""
+    per_item = {"worker/": 1 + len(ALL_OPTIONS["worker"]["pools"]), "schedules/": len(ALL_OPTIONS["schedules"])}
+    counts = Counter(doc.template for doc in everything)
+    for template, count in counts.items():
+        shared = template == "worker/triggerauthentication.yaml"  # one for every pool
+        expected = next((n for prefix, n in per_item.items() if template.startswith(prefix) and not shared), 1)
+        assert count == expected, template
 
 
 def test_object_names_follow_the_release_name() -> None:

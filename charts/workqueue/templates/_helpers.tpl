@@ -242,3 +242,189 @@ A component's pod labels: its own, and its podLabels (the schema keeps the selec
 {{- end }}
 {{- end }}
 
+
+{{/*
+The worker pools, as a JSON list (templates cannot return structures; read
+it with fromJsonArray). The default pool is the `worker` values: it consumes
+Celery's default queue, keeps the object names and selector of the single
+worker Deployment (immutable on upgrades) and takes its settings from the
+ConfigMap. Each worker.pools entry is a pool of its own, component
+"worker-<name>" (so no selector overlaps another pool's pods), whose values
+are `worker`'s overridden by the entry's, and whose own settings become env
+of its Deployment (env wins over the ConfigMap's envFrom).
+Refuses, naming the value: a queue consumed by two pools, and a
+config.taskRoutes queue that no pool consumes (its tasks would wait forever).
+Each item: name ("" for the default), component, queues, values, env.
+*/}}
+{{- define "workqueue.workerPools" -}}
+{{- $root := . }}
+{{- $base := omit .Values.worker "pools" }}
+{{- $pools := list (dict "name" "" "component" "worker" "queues" (list "celery") "values" $base "env" list) }}
+{{- $consumer := dict "celery" "worker (the default pool)" }}
+{{- range $name, $pool := .Values.worker.pools }}
+{{- $env := list (dict "name" "WORKER_QUEUES" "value" (join "," $pool.queues)) }}
+{{- range $key, $variable := dict "concurrency" "WORKER_CONCURRENCY" "prefetchMultiplier" "WORKER_PREFETCH_MULTIPLIER" "maxMemoryPerChildKb" "WORKER_MAX_MEMORY_PER_CHILD_KB" "taskSoftTimeLimit" "TASK_SOFT_TIME_LIMIT" "taskTimeLimit" "TASK_TIME_LIMIT" "shutdownTimeout" "WORKER_SHUTDOWN_TIMEOUT" }}
+{{- if hasKey $pool $key }}
+{{- $env = append $env (dict "name" $variable "value" (index $pool $key | int64 | toString)) }}
+{{- end }}
+{{- end }}
+{{- range $pool.queues }}
+{{- if hasKey $consumer . }}
+{{- fail (printf "worker.pools.%s.queues: queue %q is already consumed by %s; a queue belongs to one pool" $name . (get $consumer .)) }}
+{{- end }}
+{{- $_ := set $consumer . (printf "worker.pools.%s" $name) }}
+{{- end }}
+{{- $values := mergeOverwrite (deepCopy $base) (omit (deepCopy $pool) "queues" "concurrency" "prefetchMultiplier" "maxMemoryPerChildKb" "taskSoftTimeLimit" "taskTimeLimit" "shutdownTimeout") }}
+{{- $pools = append $pools (dict "name" $name "component" (printf "worker-%s" $name) "queues" $pool.queues "values" $values "env" $env) }}
+{{- end }}
+{{- range $task, $queue := .Values.config.taskRoutes }}
+{{- if not (hasKey $consumer $queue) }}
+{{- fail (printf "config.taskRoutes.%s: queue %q is consumed by no worker pool (worker consumes celery; add %q to the queues of a worker.pools entry)" $task $queue $queue) }}
+{{- end }}
+{{- end }}
+{{- toJson $pools }}
+{{- end }}
+
+{{/*
+Refuses shutdown and grace periods that would cut tasks short, for one pool.
+Usage: include "workqueue.checkWorkerTimes" (list . $pool)
+*/}}
+{{- define "workqueue.checkWorkerTimes" -}}
+{{- $root := index . 0 -}}
+{{- $pool := index . 1 -}}
+{{- $own := dict }}
+{{- if $pool.name }}{{ $own = index $root.Values.worker.pools $pool.name }}{{ end }}
+{{- /* Each value and the name of the value it came from: the pool's own, or the default. */ -}}
+{{- $times := dict }}
+{{- range $key, $default := dict "taskTimeLimit" "config.taskTimeLimit" "shutdownTimeout" "config.workerShutdownTimeout" "terminationGracePeriodSeconds" "worker.terminationGracePeriodSeconds" }}
+{{- if hasKey $own $key }}
+{{- $_ := set $times $key (list (float64 (index $own $key)) (printf "worker.pools.%s.%s" $pool.name $key)) }}
+{{- else }}
+{{- $section := index $root.Values (first (splitList "." $default)) }}
+{{- $_ := set $times $key (list (float64 (index $section (last (splitList "." $default)))) $default) }}
+{{- end }}
+{{- end }}
+{{- $timeLimit := $times.taskTimeLimit }}
+{{- $shutdown := $times.shutdownTimeout }}
+{{- $grace := $times.terminationGracePeriodSeconds }}
+{{- if le (first $shutdown) (first $timeLimit) }}
+{{- fail (printf "%s (%v s) must exceed %s (%v s): a rollout or scale-in would cut running tasks and count their redelivery toward config.taskMaxDeliveries" (last $shutdown) (first $shutdown) (last $timeLimit) (first $timeLimit)) }}
+{{- end }}
+{{- if lt (first $grace) (addf (first $shutdown) 10) }}
+{{- fail (printf "%s (%v s) must be at least %s (%v s) + 10 s, or Kubernetes kills workers in the middle of their shutdown" (last $grace) (first $grace) (last $shutdown) (first $shutdown)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Components whose pods reach the broker and Redis: the API, every worker
+pool, clients, and the extra ones given.
+Usage: include "workqueue.brokerClients" (list . (list "flower"))
+*/}}
+{{- define "workqueue.brokerClients" -}}
+{{- $root := index . 0 -}}
+{{- $components := list "api" }}
+{{- range include "workqueue.workerPools" $root | fromJsonArray }}
+{{- $components = append $components .component }}
+{{- end }}
+{{- $components = concat $components (list "client") (index . 1) }}
+{{- $quoted := list }}
+{{- range $components }}{{ $quoted = append $quoted (quote .) }}{{ end -}}
+[{{ join ", " $quoted }}]
+{{- end }}
+
+{{/*
+"true" when some worker pool scales with KEDA, else empty.
+*/}}
+{{- define "workqueue.anyKeda" -}}
+{{- range include "workqueue.workerPools" . | fromJsonArray }}
+{{- if .values.keda.enabled }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The init container that waits for a real AMQP handshake and a Redis round
+trip (not just DNS), so a pod shows Init while the broker boots instead of
+crash-looping or spending its own timeout on it.
+*/}}
+{{- define "workqueue.waitForDependencies" -}}
+- name: wait-for-dependencies
+  image: {{ include "workqueue.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  args: ["wait"]
+  {{- include "workqueue.appEnv" . | nindent 2 }}
+  resources:
+    requests:
+      cpu: 10m
+      memory: 64Mi
+    limits:
+      cpu: 500m
+      memory: 128Mi
+  securityContext:
+    {{- include "workqueue.containerSecurityContext" . | nindent 4 }}
+  volumeMounts:
+    {{- include "workqueue.tmpVolumeMount" . | nindent 4 }}
+{{- end }}
+
+{{/*
+A task call's arguments as container args: JSON, with "$(" doubled so the
+kubelet, which expands $(VAR) in args, passes them as written.
+Usage: include "workqueue.jsonArg" .args
+*/}}
+{{- define "workqueue.jsonArg" -}}
+{{- toJson . | replace "$(" "$$(" }}
+{{- end }}
+
+{{/*
+The pod template of a batch submission (a schedule's run, the batch Job):
+`run.sh submit --batch ...` in a client pod (the NetworkPolicies let it
+reach the broker and Redis), restricted like every pod of the chart. The
+Job's name and UID come from the labels the Job controller puts on its pods
+(batch.kubernetes.io/job-name, batch.kubernetes.io/controller-uid), as
+JOB_NAME and JOB_UID, for idempotency keys in the args.
+Usage: include "workqueue.submitPod" (dict "root" $ "values" $values "args" $args "wait" true)
+*/}}
+{{- define "workqueue.submitPod" -}}
+{{- $root := .root -}}
+{{- $values := .values -}}
+metadata:
+  labels:
+    {{- include "workqueue.podLabels" (list $root "client" $values) | nindent 4 }}
+  {{- with $values.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  # Never: a failed pod stays for its logs; the Job's backoffLimit retries.
+  restartPolicy: Never
+  {{- with $root.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- range . }}
+    - name: {{ . }}
+    {{- end }}
+  {{- end }}
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  securityContext:
+    {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
+  {{- include "workqueue.placement" (list $root "client" $values) | trim | nindent 2 }}
+  {{- if .wait }}
+  initContainers:
+    {{- include "workqueue.waitForDependencies" $root | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: submit
+      image: {{ include "workqueue.image" $root }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      args:
+        {{- toYaml .args | nindent 8 }}
+      {{- $jobEnv := list (dict "name" "JOB_NAME" "valueFrom" (dict "fieldRef" (dict "fieldPath" "metadata.labels['batch.kubernetes.io/job-name']"))) (dict "name" "JOB_UID" "valueFrom" (dict "fieldRef" (dict "fieldPath" "metadata.labels['batch.kubernetes.io/controller-uid']"))) }}
+      {{- include "workqueue.appEnvOf" (list $root (dict "extraEnv" (concat $jobEnv ($values.extraEnv | default list)))) | nindent 6 }}
+      resources:
+        {{- toYaml ($values.resources | default (dict "requests" (dict "cpu" "50m" "memory" "64Mi") "limits" (dict "cpu" "500m" "memory" "256Mi"))) | nindent 8 }}
+      securityContext:
+        {{- include "workqueue.containerSecurityContext" $root | nindent 8 }}
+      volumeMounts:
+        {{- include "workqueue.tmpVolumeMount" $root | nindent 8 }}
+  volumes:
+    {{- include "workqueue.tmpVolume" $root | nindent 4 }}
+{{- end }}
