@@ -1,7 +1,7 @@
 # One image for the API (`run.sh api`), the worker (`run.sh worker`, the
 # default) and `python3 submit_tasks.py` run from a throwaway pod.
 #
-#   docker build -t workqueue:0.1.0 .
+#   docker build -t workqueue:0.2.0 .
 #
 # Needs BuildKit (Docker 23+ uses it by default) or podman/buildah for
 # `RUN --mount`. Run it with a writable volume at /tmp (RUNTIME_DIR); the
@@ -18,7 +18,7 @@ ARG BASE_IMAGE=docker.io/library/python:3.11.17-slim-bookworm
 # The exact pins of pyproject.toml's [project] dependencies, alone: editing
 # any other part of pyproject.toml leaves this file, and so the dependency
 # layer below, unchanged. EXTRAS adds optional groups: the load-test image is
-# `docker build --build-arg EXTRAS=loadtest -t workqueue-loadtest:0.1.0 .`
+# `docker build --build-arg EXTRAS=loadtest -t workqueue-loadtest:0.2.0 .`
 FROM ${BASE_IMAGE} AS requirements
 ARG EXTRAS=""
 COPY pyproject.toml /src/
@@ -102,7 +102,7 @@ CMD ["worker"]
 # Metadata last: a new REVISION changes no layer above.
 ARG BASE_IMAGE
 # VERSION follows pyproject.toml (scripts/podman-env.sh passes it from there).
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG REVISION=""
 LABEL org.opencontainers.image.title="workqueue" \
       org.opencontainers.image.description="Flask API, Celery worker and submit_tasks.py: HTTP -> RabbitMQ -> Celery -> Redis" \

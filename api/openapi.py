@@ -99,7 +99,7 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "workqueue",
-            "version": "0.1.0",
+            "version": "0.2.0",
             "description": "Submit background tasks and read their results.",
         },
         "paths": {

@@ -2,7 +2,7 @@
 
 Runs only when KUBECONFIG points at a cluster (no cluster exists on the CI
 machines, so there it is skipped, and only it). The image must be pullable by
-the cluster: WORKQUEUE_IMAGE (default workqueue:0.1.0; load it first with
+the cluster: WORKQUEUE_IMAGE (default workqueue:0.2.0; load it first with
 `kind load docker-image` or `minikube image load`, or push it). Each run uses
 a fresh namespace and deletes it afterwards.
 
@@ -27,7 +27,7 @@ pytestmark = [
 ]
 
 RELEASE = "workqueue"
-IMAGE = os.environ.get("WORKQUEUE_IMAGE", "workqueue:0.1.0")
+IMAGE = os.environ.get("WORKQUEUE_IMAGE", "workqueue:0.2.0")
 CLIENT_LABELS = {
     "app.kubernetes.io/name": "workqueue",
     "app.kubernetes.io/instance": RELEASE,

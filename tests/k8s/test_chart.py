@@ -747,7 +747,7 @@ def test_load_test_job_drives_the_api_service_with_locust_and_keeps_the_report(e
     objects = by_kind_name(everything)
     job = objects[("Job", "workqueue-loadtest")]
     (c,) = pod_spec(job)["containers"]
-    assert c["image"] == "workqueue-loadtest:0.1.0"
+    assert c["image"] == "workqueue-loadtest:0.2.0"
     assert c["args"][:3] == ["loadtest", "--host", "http://workqueue-api:8000"]
     assert c["args"][-2:] == ["--out", "/reports/$(POD_NAME)"]
     assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in c["env"]
@@ -773,7 +773,7 @@ def test_load_test_job_in_queue_mode_runs_submit_tasks_with_arguments_it_accepts
     docs = render({"loadtest": {"enabled": True, "mode": "queue"}})
     job = by_kind_name(docs)[("Job", "workqueue-loadtest")]
     (c,) = pod_spec(job)["containers"]
-    assert c["args"][0] == "submit" and c["image"] == "workqueue:0.1.0"
+    assert c["args"][0] == "submit" and c["image"] == "workqueue:0.2.0"
     args = parse_args(c["args"][1:])
     assert (args.rate, args.count, args.quiet, args.task) == (50, 3000, True, ["add", "mul"])
     assert set(args.task) <= set(catalogue.load())

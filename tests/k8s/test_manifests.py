@@ -110,7 +110,7 @@ def test_readme_names_the_pinned_images_deploy_uses() -> None:
         if "template" in obj.get("spec", {})
         for c in containers(obj)
     }
-    assert {"workqueue:0.1.0", "workqueue-loadtest:0.1.0", "rabbitmq:4.2.9-management", "redis:8.6.3-alpine"} == images
+    assert {"workqueue:0.2.0", "workqueue-loadtest:0.2.0", "rabbitmq:4.2.9-management", "redis:8.6.3-alpine"} == images
     for image in images:
         assert f"`{image}`" in README.read_text() or f"{image} ." in README.read_text(), image
 
@@ -130,7 +130,7 @@ def _overrides(text: str) -> dict[str, Any]:
 def test_temporary_pod_gets_the_workers_settings_and_client_label(where: str) -> None:
     text = README.read_text() if where == "deploy/README.md" else kube.notes()
     assert re.search(r"kubectl (--namespace \S+ )?run testing -it --rm --restart=Never", text)
-    assert "--image=workqueue:0.1.0" in text and "-- /bin/sh" in text and "python3 submit_tasks.py" in text
+    assert "--image=workqueue:0.2.0" in text and "-- /bin/sh" in text and "python3 submit_tasks.py" in text
     assert "app.kubernetes.io/component=client" in text and "--override-type=strategic" in text
     (pod_container,) = _overrides(text)["spec"]["containers"]
     worker = next(c for c in containers(deploy_objects()[("Deployment", "workqueue-worker")]) if c["name"] == "worker")

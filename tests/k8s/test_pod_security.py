@@ -222,7 +222,7 @@ def test_every_pod_of_deploy_is_restricted() -> None:
 @pytest.mark.parametrize("where", DOCS)
 def test_the_temporary_pod_of_the_docs_is_restricted(where: str) -> None:
     pod = kubectl_run_pod(DOCS[where]())
-    assert pod["spec"]["containers"][0]["image"] == "workqueue:0.1.0"
+    assert pod["spec"]["containers"][0]["image"] == "workqueue:0.2.0"
     assert restricted_violations(pod) == []
 
 
