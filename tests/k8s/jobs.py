@@ -10,9 +10,13 @@ which the Job controller sets (``batch.kubernetes.io/job-name``,
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import Any
 
+from dev.manifests import pod_spec
+from testing.servers import RabbitMQ, Redis, started
 from tests.k8s.test_manifests import Cluster
 
 _LABEL_FIELD = re.compile(r"metadata\.labels\['([^']+)'\]")
@@ -45,3 +49,17 @@ def job_pod_labels(job_name: str, uid: str) -> dict[str, str]:
         "batch.kubernetes.io/controller-uid": uid,
         "controller-uid": uid,
     }
+
+
+@contextlib.contextmanager
+def cluster_with_a_worker() -> Iterator[JobCluster]:
+    """Private servers and the worker Deployment of deploy/ (init step, then container), as test_manifests runs it."""
+    with started(RabbitMQ()) as rabbitmq, started(Redis()) as redis_server:
+        local = JobCluster(rabbitmq, redis_server)
+        try:
+            (init,) = pod_spec(local.objects[("Deployment", "workqueue-worker")])["initContainers"]
+            assert local.run(init, "worker", timeout=60).returncode == 0
+            local.start(local.container("Deployment", "workqueue-worker", "worker"), "worker")
+            yield local
+        finally:
+            local.stop()

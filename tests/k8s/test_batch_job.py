@@ -19,8 +19,7 @@ from cli.batch import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from cli.submit_tasks import batch_items, parse_args
 from dev import manifests as kube
 from dev.manifests import pod_spec, render
-from testing.servers import RabbitMQ, Redis, started
-from tests.k8s.jobs import JobCluster, job_pod_labels
+from tests.k8s.jobs import JobCluster, cluster_with_a_worker, job_pod_labels
 from tests.k8s.test_pod_security import pod_template, restricted_violations
 from tests.k8s.test_upgrades import immutable_changes
 from workqueue import catalogue
@@ -102,15 +101,8 @@ def test_notes_say_where_the_log_is() -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[JobCluster]:
-    with started(RabbitMQ()) as rabbitmq, started(Redis()) as redis_server:
-        local = JobCluster(rabbitmq, redis_server)
-        try:
-            (init,) = pod_spec(local.objects[("Deployment", "workqueue-worker")])["initContainers"]
-            assert local.run(init, "worker", timeout=60).returncode == 0
-            local.start(local.container("Deployment", "workqueue-worker", "worker"), "worker")
-            yield local
-        finally:
-            local.stop()
+    with cluster_with_a_worker() as local:
+        yield local
 
 
 def submitted_ids(stdout: str) -> list[str]:

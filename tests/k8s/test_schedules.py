@@ -24,8 +24,7 @@ from cli.submit_tasks import batch_items, parse_args
 from dev import catalogue_schema
 from dev import manifests as kube
 from dev.manifests import pod_spec, render
-from testing.servers import RabbitMQ, Redis, started
-from tests.k8s.jobs import JobCluster, job_pod_labels
+from tests.k8s.jobs import JobCluster, cluster_with_a_worker, job_pod_labels
 from tests.k8s.test_pod_security import pod_template, restricted_violations
 from workqueue import catalogue
 from workqueue.catalogue import ValidationFailed
@@ -231,16 +230,8 @@ def test_render_refuses_a_name_too_long_for_the_jobs_of_its_cronjob() -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[JobCluster]:
-    with started(RabbitMQ()) as rabbitmq, started(Redis()) as redis_server:
-        local = JobCluster(rabbitmq, redis_server)
-        try:
-            # The worker Deployment of deploy/, as tests/k8s/test_manifests.py runs it.
-            (init,) = pod_spec(local.objects[("Deployment", "workqueue-worker")])["initContainers"]
-            assert local.run(init, "worker", timeout=60).returncode == 0
-            local.start(local.container("Deployment", "workqueue-worker", "worker"), "worker")
-            yield local
-        finally:
-            local.stop()
+    with cluster_with_a_worker() as local:
+        yield local
 
 
 def submitted_id(stdout: str) -> str:
