@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import statistics
 import subprocess
@@ -11,7 +12,18 @@ from collections.abc import Iterator, Sequence
 from testing import servers
 from testing.processes import REPO, Api, Worker
 
-__all__ = ["REPO", "Api", "Worker", "ensure_apt", "median", "percentile", "private_servers", "running"]
+__all__ = [
+    "REPO",
+    "Api",
+    "Worker",
+    "cpu_seconds",
+    "ensure_apt",
+    "median",
+    "percentile",
+    "private_servers",
+    "process_tree",
+    "running",
+]
 
 
 @contextlib.contextmanager
@@ -55,3 +67,39 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants that are alive now (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # exited meanwhile
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) spent so far by ``pid`` and its descendants, living or reaped.
+
+    A prefork pool replaces its processes (WORKER_MAX_TASKS_PER_CHILD): what
+    a reaped child spent is in its parent's ``cutime``/``cstime``.
+    """
+    total = 0
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(field) for field in fields[11:15])  # utime, stime, cutime, cstime (stat fields 14-17)
+    return total / os.sysconf("SC_CLK_TCK")

@@ -2,7 +2,8 @@
 
 ``create_worker_app`` builds the app with the shared factory, registers a
 Celery task for every catalogued definition and installs the worker's own
-bootsteps: probe files, bounded graceful shutdown, metrics, stored revokes.  ``app`` is
+bootsteps: probe files, bounded graceful shutdown, metrics, stored revokes;
+Celery's per-task log lines only when asked for.  ``app`` is
 built on import because that is what ``celery -A`` loads; this is the one
 module that does so.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from worker import celery_tasks, metrics, probes, revoked, shutdown
+from worker import celery_tasks, metrics, probes, revoked, shutdown, task_log
 from workqueue import catalogue, tracing
 from workqueue.celery_app import create_celery
 from workqueue.settings import Settings
@@ -25,6 +26,7 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     shutdown.install(app)
     revoked.install(app)
     metrics.install(app)
+    task_log.install(settings)
     tracing.instrument_celery(settings)  # OTEL_EXPORTER_OTLP_ENDPOINT set only
     return app
 

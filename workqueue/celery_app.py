@@ -17,6 +17,7 @@ from typing import Any, Literal
 from celery import Celery
 from kombu import Queue
 
+from workqueue import result_store
 from workqueue.settings import Settings
 
 Role = Literal["worker", "client"]
@@ -137,6 +138,7 @@ def create_celery(settings: Settings | None = None, role: Role = "worker") -> Ce
     _prepare_result_store(settings)
     app = Celery("workqueue", set_as_current=False)
     app.config_from_object(celery_config(settings, role))
+    result_store.use_for(app, settings.result_backend)  # one round trip per stored state
     app.conf.workqueue_settings = settings
     return app
 

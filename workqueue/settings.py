@@ -59,11 +59,18 @@ class Settings:
     broker_url: str  # BROKER_URL, or built from RABBITMQ_* (BROKER_PARTS)
     result_backend: str  # RESULT_BACKEND, or built from REDIS_* (BACKEND_PARTS)
     worker_debug_level: str = _env("WORKER_DEBUG_LEVEL", "info", choices=LOG_LEVELS)
+    # Celery's two INFO lines per task ("received", "succeeded") cost a
+    # quarter of a short task's CPU (bench/README.md); failures, retries and
+    # everything else are logged either way, and counts are in the metrics.
+    worker_log_tasks: bool = _env("WORKER_LOG_TASKS", False)
     # Worker process model.  Prefetch 1 keeps long tasks from queueing up
     # behind a busy process while other workers sit idle.
     worker_concurrency: int = _env("WORKER_CONCURRENCY", 2, minimum=1)
     worker_prefetch_multiplier: int = _env("WORKER_PREFETCH_MULTIPLIER", 1, minimum=1)
-    worker_max_tasks_per_child: int = _env("WORKER_MAX_TASKS_PER_CHILD", 1000, minimum=1)
+    # Replacing a pool process costs ~0.3 s of CPU (a fork whose pages are
+    # copied as Python touches them, new connections): every 1,000 tasks that
+    # was a fifth of a short task's cost.  The memory cap is the real guard.
+    worker_max_tasks_per_child: int = _env("WORKER_MAX_TASKS_PER_CHILD", 10_000, minimum=1)
     worker_max_memory_per_child_kb: int = _env("WORKER_MAX_MEMORY_PER_CHILD_KB", 400_000, minimum=10_000)
     # Time limits must stay below RabbitMQ's consumer_timeout (30 min by
     # default): an unacked delivery older than that is cancelled by the
