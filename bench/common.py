@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import shutil
 import statistics
 import subprocess
 from collections.abc import Iterator, Sequence
 
+import requests
+
 from testing import servers
 from testing.processes import REPO, Api, Worker
 
-__all__ = ["REPO", "Api", "Worker", "ensure_apt", "median", "percentile", "private_servers", "running"]
+__all__ = [
+    "REPO",
+    "Api",
+    "Worker",
+    "authorized_session",
+    "descendants",
+    "ensure_apt",
+    "median",
+    "percentile",
+    "private_servers",
+    "process_stats",
+    "running",
+    "secured_api",
+    "submit_add",
+]
+
+# The chart requires a token (api.auth.enabled), so the benchmarks run the API
+# as it is deployed: with API_TOKENS set and the token checked on each /tasks call.
+TOKEN = f"bench-{secrets.token_urlsafe(16)}"
 
 
 @contextlib.contextmanager
@@ -36,6 +58,54 @@ def running(*services: Api | Worker) -> Iterator[None]:
     finally:
         for service in services:
             service.stop()
+
+
+def secured_api(broker_url: str, backend_url: str, **extra: str) -> Api:
+    """``run.sh api`` with production settings and ``TOKEN`` required on /tasks*."""
+    return Api(broker_url, backend_url, API_TOKENS=TOKEN, **extra)
+
+
+def authorized_session() -> requests.Session:
+    """A keep-alive session that sends ``TOKEN`` as a bearer token."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {TOKEN}"
+    return session
+
+
+def submit_add(session: requests.Session, api_url: str, x: int, y: int) -> str:
+    """``POST /tasks`` of ``add(x, y)``; the new task's id."""
+    response = session.post(f"{api_url}/tasks", json={"task": "add", "kwargs": {"x": x, "y": y}}, timeout=10)
+    if response.status_code != 202:
+        raise RuntimeError(f"POST /tasks answered {response.status_code}: {response.text[:200]}")
+    return response.json()["id"]
+
+
+def process_stats() -> dict[int, list[str]]:
+    """Fields of ``/proc/<pid>/stat`` after the command name (state, ppid, pgrp, ...) of every live process."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # The name is in parentheses and may hold spaces or ")": split after its last ")".
+                found[int(entry)] = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Children of ``pid``, their children and so on, in pid order (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for child, fields in process_stats().items():
+        children.setdefault(int(fields[1]), []).append(child)
+    found, pending = [], [pid]
+    while pending:
+        below = children.get(pending.pop(), [])
+        found.extend(below)
+        pending.extend(below)
+    return sorted(found)
 
 
 def ensure_apt(command: str, package: str) -> str:

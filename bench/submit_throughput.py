@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import Api, ensure_apt, median, private_servers
+from bench.common import Api, ensure_apt, median, private_servers, process_stats
 
 POST_SCRIPT = """
 wrk.method = "POST"
@@ -51,17 +51,11 @@ def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | N
 
 def cpu_seconds(process_group: int) -> float:
     """User + system CPU time of every live process in ``process_group`` (gunicorn's master and workers)."""
-    ticks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[2]) == process_group:  # fields after the name: state, ppid, pgrp, ...
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    ticks = sum(
+        int(fields[11]) + int(fields[12])  # utime, stime
+        for fields in process_stats().values()
+        if int(fields[2]) == process_group
+    )
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
