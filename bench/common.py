@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
 from collections.abc import Iterator, Sequence
+
+import requests
 
 from testing import servers
 from testing.processes import REPO, Api, Worker
@@ -16,14 +19,22 @@ __all__ = [
     "REPO",
     "Api",
     "Worker",
+    "authorized_session",
     "cpu_seconds",
+    "descendants",
     "ensure_apt",
     "median",
     "percentile",
     "private_servers",
-    "process_tree",
+    "process_stats",
     "running",
+    "secured_api",
+    "submit_add",
 ]
+
+# The chart requires a token (api.auth.enabled), so the benchmarks run the API
+# as it is deployed: with API_TOKENS set and the token checked on each /tasks call.
+TOKEN = f"bench-{secrets.token_urlsafe(16)}"
 
 
 @contextlib.contextmanager
@@ -50,6 +61,54 @@ def running(*services: Api | Worker) -> Iterator[None]:
             service.stop()
 
 
+def secured_api(broker_url: str, backend_url: str, **extra: str) -> Api:
+    """``run.sh api`` with production settings and ``TOKEN`` required on /tasks*."""
+    return Api(broker_url, backend_url, API_TOKENS=TOKEN, **extra)
+
+
+def authorized_session() -> requests.Session:
+    """A keep-alive session that sends ``TOKEN`` as a bearer token."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {TOKEN}"
+    return session
+
+
+def submit_add(session: requests.Session, api_url: str, x: int, y: int) -> str:
+    """``POST /tasks`` of ``add(x, y)``; the new task's id."""
+    response = session.post(f"{api_url}/tasks", json={"task": "add", "kwargs": {"x": x, "y": y}}, timeout=10)
+    if response.status_code != 202:
+        raise RuntimeError(f"POST /tasks answered {response.status_code}: {response.text[:200]}")
+    return response.json()["id"]
+
+
+def process_stats() -> dict[int, list[str]]:
+    """Fields of ``/proc/<pid>/stat`` after the command name (state, ppid, pgrp, ...) of every live process."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # The name is in parentheses and may hold spaces or ")": split after its last ")".
+                found[int(entry)] = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Children of ``pid``, their children and so on, in pid order (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for child, fields in process_stats().items():
+        children.setdefault(int(fields[1]), []).append(child)
+    found, pending = [], [pid]
+    while pending:
+        below = children.get(pending.pop(), [])
+        found.extend(below)
+        pending.extend(below)
+    return sorted(found)
+
+
 def ensure_apt(command: str, package: str) -> str:
     """Path of ``command``, installing ``package`` with apt when missing (root only)."""
     found = shutil.which(command)
@@ -69,37 +128,16 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants that are alive now (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat") as stat:
-                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue  # exited meanwhile
-            children.setdefault(parent, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, ()))
-    return tree
-
-
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) spent so far by ``pid`` and its descendants, living or reaped.
 
     A prefork pool replaces its processes (WORKER_MAX_TASKS_PER_CHILD): what
     a reaped child spent is in its parent's ``cutime``/``cstime``.
     """
-    total = 0
-    for member in process_tree(pid):
-        try:
-            with open(f"/proc/{member}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(field) for field in fields[11:15])  # utime, stime, cutime, cstime (stat fields 14-17)
-    return total / os.sysconf("SC_CLK_TCK")
+    stats = process_stats()
+    ticks = sum(
+        sum(int(field) for field in stats[member][11:15])  # utime, stime, cutime, cstime (stat fields 14-17)
+        for member in (pid, *descendants(pid))
+        if member in stats
+    )
+    return ticks / os.sysconf("SC_CLK_TCK")

@@ -17,14 +17,13 @@ no-op rate.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import Api, ensure_apt, median, private_servers
+from bench.common import Api, cpu_seconds, ensure_apt, median, private_servers
 
 POST_SCRIPT = """
 wrk.method = "POST"
@@ -47,22 +46,6 @@ def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | N
     if errors:
         raise SystemExit(f"wrk saw {errors.group(1)} error responses:\n{output}")
     return rate, float(p50.group(1)) * scale[p50.group(2)] if p50 else float("nan"), total
-
-
-def cpu_seconds(process_group: int) -> float:
-    """User + system CPU time of every live process in ``process_group`` (gunicorn's master and workers)."""
-    ticks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[2]) == process_group:  # fields after the name: state, ppid, pgrp, ...
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
