@@ -38,6 +38,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from bench.common import REPO, Worker, cpu_seconds, median, private_servers
 from testing.faults import make_client
 from testing.servers import Process, new_server_dir
+from workqueue.celery_app import DEFAULT_QUEUE
 from workqueue.client import queue_status
 
 
@@ -173,26 +174,39 @@ def celery_rate(broker_url: str, backend_url: str, n: int, extra_args: tuple[str
         worker.stop()
 
 
-def latency_behind(broker_url: str, backend_url: str, depth: int) -> float:
-    """Seconds for one task submitted behind ``depth`` queued tasks (worker running)."""
+def latency_behind(broker_url: str, backend_url: str, depth: int) -> tuple[int, float]:
+    """(tasks queued ahead, seconds) for one task submitted behind ``depth`` queued tasks.
+
+    The queue is filled first (publishing is slower than draining, so it
+    would never fill under a running worker); the worker then starts, and
+    the marker's wait is measured from its submission, behind what is still
+    queued at that moment.
+    """
     results = redis.Redis.from_url(backend_url)
+    publish_celery_tasks(broker_url, backend_url, depth)
     worker = Worker(broker_url, backend_url, name="latency").start().wait_ready()
     try:
-        publish_celery_tasks(broker_url, backend_url, depth)
+        with Connection(broker_url) as connection:
+            ahead = queue_status(connection, DEFAULT_QUEUE)[0]
         started = time.monotonic()
         marker = publish_celery_tasks(broker_url, backend_url, 1)[0]
         while not results.exists(f"celery-task-meta-{marker}"):
             time.sleep(0.002)
-        return time.monotonic() - started
+        return ahead, time.monotonic() - started
     finally:
         worker.stop()
 
 
 VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "Celery's own Redis result backend": ((), {"BENCH_APP": "bench.stock_worker"}),
+    "WORKER_LOG_TASKS=true": ((), {"WORKER_LOG_TASKS": "true"}),
+    "WORKER_MAX_TASKS_PER_CHILD=1000": ((), {"WORKER_MAX_TASKS_PER_CHILD": "1000"}),
+    "all three above (the worker before issue 15)": (
+        (),
+        {"BENCH_APP": "bench.stock_worker", "WORKER_LOG_TASKS": "true", "WORKER_MAX_TASKS_PER_CHILD": "1000"},
+    ),
     "prefetch 4": ((), {"WORKER_PREFETCH_MULTIPLIER": "4"}),
     "TASK_TRACK_STARTED=false": ((), {"TASK_TRACK_STARTED": "false"}),
-    "WORKER_DEBUG_LEVEL=warning": ((), {"WORKER_DEBUG_LEVEL": "warning"}),
     "threads pool x 4 (no IPC)": (("--pool", "threads"), {"WORKER_CONCURRENCY": "4"}),
     "1 proc": ((), {"WORKER_CONCURRENCY": "1"}),
     "4 proc": ((), {"WORKER_CONCURRENCY": "4"}),
@@ -220,7 +234,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.tasks
     runs: dict[str, list[Drained]] = {}
-    latencies: list[tuple[int, float]] = []
+    latencies: list[tuple[int, float]] = []  # (tasks ahead, seconds)
     with private_servers() as (broker_url, backend_url):
         measure: dict[str, Callable[[], Drained]] = {
             RAW: lambda: raw_kombu(broker_url, n),
@@ -235,7 +249,7 @@ def main() -> None:
         if not args.quick:
             for name, (extra_args, env) in VARIANTS.items():
                 runs[f"  {name}"] = [celery_rate(broker_url, backend_url, n, extra_args, **env)]
-            latencies = [(depth, latency_behind(broker_url, backend_url, depth)) for depth in (0, 1000, 4000)]
+            latencies = [latency_behind(broker_url, backend_url, depth) for depth in (0, 1000, 4000)]
     rows = {name: median_drain(found) for name, found in runs.items()}
     raw, default, equal, ours = rows[RAW].rate, rows[DEFAULT].rate, rows[EQUAL].rate, rows[OURS].rate
     print(f"{n} no-op tasks, 2 processes per consumer; medians of {args.rounds} rounds (variants: 1 run)")
@@ -252,8 +266,8 @@ def main() -> None:
         print(f"goal: production >= {goal:.2f} x {label}: {ratio:.2f} ({'met' if ratio >= goal else 'NOT met'})")
     if latencies:
         print("latency of one add behind a queue of D tasks (production worker):")
-    for depth, seconds in latencies:
-        print(f"  D={depth:5d}: {seconds * 1000:8.1f} ms   (D / drain rate = {depth / ours * 1000:8.1f} ms)")
+    for ahead, seconds in latencies:
+        print(f"  D={ahead:5d}: {seconds * 1000:8.1f} ms   (D / drain rate = {ahead / ours * 1000:8.1f} ms)")
 
 
 if __name__ == "__main__":
