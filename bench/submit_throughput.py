@@ -2,8 +2,9 @@
 
 Both are driven by wrk (C, so the load generator is not the bottleneck)
 against ``run.sh api`` with its production settings (publisher confirms,
-submission record in Redis).  The no-op baseline is ``GET /healthz``: same
-server, same Flask middleware, no broker or Redis.  One API per serving model
+submission record in Redis, a bearer token required as the chart deploys
+it).  The no-op baseline is ``GET /healthz``: same server, same Flask
+middleware, no broker or Redis.  One API per serving model
 (``API_WORKER_CLASS``: gevent, the default, and gthread, the earlier one) runs
 side by side, and rounds alternate models and endpoints so machine noise hits
 all alike; the ratios of medians are the figures.  Besides the rates, the
@@ -23,12 +24,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import Api, cpu_seconds, ensure_apt, median, private_servers
+from bench.common import TOKEN, Api, cpu_seconds, ensure_apt, median, private_servers, secured_api
 
-POST_SCRIPT = """
+POST_SCRIPT = f"""
 wrk.method = "POST"
-wrk.body = '{"task": "add", "args": [2, 3]}'
+wrk.body = '{{"task": "add", "args": [2, 3]}}'
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {TOKEN}"
 """
 
 
@@ -88,7 +90,7 @@ def main() -> None:
         script = Path(scratch) / "post.lua"
         script.write_text(POST_SCRIPT)
         apis = {
-            model: Api(
+            model: secured_api(
                 broker_url, backend_url, API_WORKERS=args.workers, API_THREADS=args.threads, API_WORKER_CLASS=model
             )
             for model in models
@@ -107,7 +109,10 @@ def main() -> None:
     for model, (noop, post) in results.items():
         print(noop.line(f"{model}: no-op GET /healthz"))
         print(post.line(f"{model}: POST /tasks (add)"))
-        print(f"{model}: ratio POST/no-op     : {median(post.rates) / median(noop.rates):.2f}  (goal >= 0.5)")
+        ratio = median(post.rates) / median(noop.rates)
+        print(f"{model}: ratio POST/no-op     : {ratio:.2f}")
+        if model == "gevent":  # the serving model the API ships with
+            print(f"goal: POST >= 0.50 x no-op under gevent: {ratio:.2f} ({'met' if ratio >= 0.5 else 'NOT met'})")
     if len(models) > 1:
         first, *others = models
         for other in others:
