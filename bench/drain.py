@@ -255,7 +255,7 @@ def main() -> None:
     rows = {name: median_drain(found) for name, found in runs.items()}
     raw, default, equal, ours = rows[RAW].rate, rows[DEFAULT].rate, rows[EQUAL].rate, rows[OURS].rate
     print(
-        f"{n} no-op tasks, 2 processes per consumer (variants: ours with one thing changed); medians of {args.rounds} rounds"
+        f"{n} no-op tasks, 2 processes per consumer; variants: ours, one thing changed; medians of {args.rounds} rounds"
     )
     print(f"{'consumer':44} {'tasks/s':>8} {'CPU ms/task':>12} {'vs raw':>7} {'vs celery':>10} {'vs dramatiq':>12}")
     for name, row in rows.items():
