@@ -95,6 +95,10 @@ def celery_config(settings: Settings, role: Role) -> dict[str, Any]:
         # already ran and its message is about to be acked.
         "result_backend_always_retry": not client,
         "result_backend_max_retries": 30,
+        # One result backend (one Redis connection pool) per client, not one
+        # per thread: under gevent every connection's greenlet is a "thread",
+        # and each would open its own connections to Redis.
+        "result_backend_thread_safe": client,
     }
     if settings.broker_is_amqp:
         # Publisher confirms: the API answers 202 only once RabbitMQ took

@@ -36,6 +36,7 @@ from workqueue.idempotency import ACCEPTED, PUBLISHING, UNCONFIRMED, Claim, Idem
 from workqueue.publisher import BrokerBlocked, NotPublished, Publisher, PublishUnconfirmed
 from workqueue.revocations import Revocations
 from workqueue.settings import Settings
+from workqueue.subscriptions import Subscribers
 
 __all__ = ["DependencyUnavailable", "IdempotencyConflict", "PublishUnconfirmed", "TaskClient"]
 
@@ -91,9 +92,12 @@ class TaskClient:
         self.idempotency = IdempotencyKeys(self.celery.backend, settings.result_expires)
         self.revocations = Revocations(self.celery.backend, settings.result_expires)
         self.index = index.TaskIndex(self.celery.backend, settings.result_expires)
+        self._kept_subscribers: Subscribers | None = None  # made on the first wait (Redis only)
 
     def close(self) -> None:
         self.publisher.close()
+        if self._kept_subscribers is not None:
+            self._kept_subscribers.close()
         close_celery(self.celery)
 
     # -- submitting --------------------------------------------------------
@@ -416,30 +420,31 @@ class TaskClient:
         unknown id (None).  One Redis pub/sub connection per watcher.
         """
         deadline = time.monotonic() + seconds
-        pubsub = self._redis().pubsub()
-        try:
-            with self._unavailable("result backend"):
-                pubsub.subscribe(self.celery.backend.get_key_for_task(task_id))
-                pubsub.get_message(timeout=self.settings.api_dependency_timeout)  # subscribed: nothing is missed now
+        with self._unavailable("result backend"), self._subscribers().subscribed(self._result_key(task_id)) as channel:
+            channel.confirm(self.settings.api_dependency_timeout)  # subscribed: nothing is missed now
             view = self.describe(task_id)
             yield view
             while view is not None and view["state"] not in states.READY_STATES:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                with self._unavailable("result backend"):
-                    message = pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
-                if message is not None and message["type"] == "message":
+                if channel.message(remaining) is not None:
                     view = self.describe(task_id)
                     yield view
-        finally:
-            pubsub.close()
 
     def _redis(self) -> Any:
         redis = getattr(self.celery.backend, "client", None)
         if redis is None:
             raise RedisRequired("this needs Redis as the result store (the embedded store has no index)")
         return redis
+
+    def _subscribers(self) -> Subscribers:
+        if self._kept_subscribers is None:
+            self._kept_subscribers = Subscribers(self._redis())
+        return self._kept_subscribers
+
+    def _result_key(self, task_id: str) -> Any:
+        return self.celery.backend.get_key_for_task(task_id)
 
     def _record_key(self, task_id: str) -> Any:
         return self.celery.backend.key_t(RECORD_PREFIX + task_id)
