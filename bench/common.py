@@ -96,10 +96,10 @@ def process_stats() -> dict[int, list[str]]:
     return found
 
 
-def descendants(pid: int) -> list[int]:
-    """Children of ``pid``, their children and so on, in pid order (read from /proc)."""
+def descendants(pid: int, stats: dict[int, list[str]] | None = None) -> list[int]:
+    """Children of ``pid``, their children and so on, in pid order (from ``stats``, or read from /proc)."""
     children: dict[int, list[int]] = {}
-    for child, fields in process_stats().items():
+    for child, fields in (stats if stats is not None else process_stats()).items():
         children.setdefault(int(fields[1]), []).append(child)
     found, pending = [], [pid]
     while pending:
@@ -137,7 +137,7 @@ def cpu_seconds(pid: int) -> float:
     stats = process_stats()
     ticks = sum(
         sum(int(field) for field in stats[member][11:15])  # utime, stime, cutime, cstime (stat fields 14-17)
-        for member in (pid, *descendants(pid))
+        for member in (pid, *descendants(pid, stats))
         if member in stats
     )
     return ticks / os.sysconf("SC_CLK_TCK")

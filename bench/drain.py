@@ -157,9 +157,9 @@ def celery_rate(broker_url: str, backend_url: str, n: int, extra_args: tuple[str
     results.flushdb()
     publish_celery_tasks(broker_url, backend_url, n)
     submitted = results.dbsize()
+    app = env.pop("BENCH_APP", None)
     worker = Worker(broker_url, backend_url, name="drain", **env)
-    if env.pop("BENCH_APP", None):  # run.sh worker's command line, another app
-        app = worker.env.pop("BENCH_APP")
+    if app:  # run.sh worker's command line, another app
         argv = [sys.executable, "-m", "celery", "-A", app, "worker", "-n", worker.nodename, "--loglevel", "info"]
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", *extra_args]
         worker.process = Process(argv, worker.env, worker.dir / "worker.log", cwd=str(REPO))

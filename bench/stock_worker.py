@@ -6,7 +6,6 @@ before ``workqueue/result_store.py``.  The row it gives says what that
 module buys.
 """
 
-from worker.main import create_worker_app
+from worker.main import app
 
-app = create_worker_app()
 app.backend_cls = None  # Celery's backend for the result_backend URL
