@@ -1,10 +1,12 @@
 """Every error leaves the API as ``{"error": {"code", "message"}}``.
 
 Client mistakes are 4xx with a message that says what to fix; an outage of
-the broker or the result store, or a broker that blocks publishers, is 503
-with ``Retry-After`` (nothing was queued); a message the broker did not
-confirm in time is 504 carrying the task id (it may still run); anything
-else is a 500 that is logged and does not leak internals.
+the broker or the result store, a broker that blocks publishers, a full or
+read-only Redis, is 503 with ``Retry-After`` and a code that says which
+(nothing was queued); a message the broker did not confirm in time is 504
+carrying the task id and the way to make sure it runs (repeat the request
+with the idempotency key it names); anything else is a 500 that is logged
+and does not leak internals.
 """
 
 from __future__ import annotations
@@ -19,6 +21,20 @@ from workqueue.client import DependencyUnavailable, PublishUnconfirmed, RedisReq
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 2
+
+# DependencyUnavailable.reason -> (code, message): nothing was queued in any of these.
+UNAVAILABLE = {
+    "down": ("unavailable", "{dependency} is unavailable; nothing was queued, retry later"),
+    "blocked": (
+        "broker_blocked",
+        "the broker refuses new messages (a memory or disk alarm); nothing was queued, retry later",
+    ),
+    "full": ("result_store_full", "the result store (Redis) is full; nothing was queued, retry later"),
+    "read_only": (
+        "result_store_read_only",
+        "the result store (Redis) is read-only (a replica, e.g. during a failover); nothing was queued, retry later",
+    ),
+}
 
 
 class ApiError(Exception):
@@ -59,11 +75,8 @@ def register(app: Flask) -> None:
     @app.errorhandler(DependencyUnavailable)
     def unavailable(exc: DependencyUnavailable) -> Response:
         logger.warning("%s", exc)
-        if exc.blocked:
-            message = "the broker refuses new messages (a memory or disk alarm); nothing was queued, retry later"
-            response = error_response(503, "broker_blocked", message)
-        else:
-            response = error_response(503, "unavailable", f"{exc.dependency} is unavailable; retry later")
+        code, message = UNAVAILABLE.get(exc.reason, UNAVAILABLE["down"])
+        response = error_response(503, code, message.format(dependency=exc.dependency))
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
@@ -74,11 +87,17 @@ def register(app: Flask) -> None:
     @app.errorhandler(PublishUnconfirmed)
     def unconfirmed(exc: PublishUnconfirmed) -> Response:
         logger.warning("%s", exc)
-        message = (
-            f"the broker did not confirm task {exc.task_id} in time: it may still run. "
-            "GET its Location, or repeat the request with the same Idempotency-Key"
+        error = {"code": "publish_unconfirmed", "task_id": exc.task_id}
+        if exc.retry_of:
+            how = f"repeat POST /tasks/{exc.retry_of}/retry"
+        else:
+            how = f"repeat the same request with the header Idempotency-Key: {exc.idempotency_key}"
+            error["idempotency_key"] = exc.idempotency_key
+        error["message"] = (
+            f"the broker did not confirm task {exc.task_id} in time: it may or may not be queued. "
+            f"To make sure it runs (once), {how} until it is answered 200 or 202"
         )
-        response = jsonify(error={"code": "publish_unconfirmed", "message": message, "task_id": exc.task_id})
+        response = jsonify(error=error)
         response.status_code = 504
         response.headers["Location"] = f"/tasks/{exc.task_id}"
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)

@@ -179,6 +179,8 @@ def retry_task(task_id: str) -> tuple[Response, int, dict[str, str]]:
         raise ApiError(status, "not_found" if status == 404 else exc.kind, str(exc)) from None
     except ValidationFailed as exc:
         raise ApiError(422, exc.code, f"no longer valid against today's catalogue: {exc.message}") from None
+    except IdempotencyConflict:  # a repeat of a retry whose publish was unconfirmed, while another republishes it
+        raise ApiError(409, "retry_in_progress", f"task {task_id} is being retried by another request") from None
     view = _client().describe(new_id) or {"id": new_id, "state": states.PENDING, "retry_of": task_id}
     metrics.task_sent(_client().catalogue[view["task"]])
     return jsonify(view), 202, {"Location": url_for("tasks.get_task", task_id=new_id)}

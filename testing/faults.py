@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import collections
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +9,7 @@ from typing import Any
 
 from celery import states
 
+from testing.tally import Tally
 from workqueue.client import TaskClient
 from workqueue.settings import Settings
 
@@ -38,13 +37,14 @@ def report(line: str) -> str:
     return line
 
 
-_SUCCEEDED = re.compile(r"Task workqueue\.\w+\[([0-9a-f-]{36})\] succeeded")
-_RECEIVED = re.compile(r"Task workqueue\.\w+\[([0-9a-f-]{36})\] received")
-
-
 @dataclass
 class Figures:
-    """What a fault test reports: submitted, completed, lost, duplicated, recovery time."""
+    """What a fault test reports: submitted, completed, lost, duplicated, redelivered, recovery time.
+
+    ``lost`` and ``completed`` come from the stored states; ``duplicated``
+    and ``redelivered`` from the tasks' own tally (``testing/tally.py``),
+    which no worker setting can switch off.
+    """
 
     name: str
     submitted: int = 0
@@ -56,15 +56,17 @@ class Figures:
     recovery_seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def count_executions(self, logs: Iterable[str], ids: set[str]) -> None:
-        """Duplicates: tasks whose success was logged more than once (at-least-once)."""
-        successes: collections.Counter[str] = collections.Counter()
-        receipts: collections.Counter[str] = collections.Counter()
-        for text in logs:
-            successes.update(m for m in _SUCCEEDED.findall(text) if m in ids)
-            receipts.update(m for m in _RECEIVED.findall(text) if m in ids)
-        self.duplicated = sum(1 for n in successes.values() if n > 1)
-        self.redelivered = sum(1 for n in receipts.values() if n > 1)
+    def measure(self, client: TaskClient, ids: list[str], tally_file: Path) -> Figures:
+        """Fill in every count for the tasks ``ids`` (submitted is their number)."""
+        views = client.describe_many(ids)
+        self.submitted = len(ids)
+        self.completed = sum(1 for v in views.values() if v and v["state"] == states.SUCCESS)
+        self.failed = sum(1 for v in views.values() if v and v["state"] == states.FAILURE)
+        self.lost = self.submitted - self.completed - self.failed
+        counted = Tally.read(tally_file)
+        self.duplicated = counted.duplicated(set(ids))
+        self.redelivered = counted.redelivered(set(ids))
+        return self
 
     def report(self) -> str:
         parts = [

@@ -12,14 +12,19 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery, Task, states
+from celery import Celery, Task, signals, states
 from celery.exceptions import Ignore
 
 from worker import metrics
+from workqueue import result_store
 from workqueue.catalogue import Catalogue, TaskContext, TaskDefinition
+from workqueue.celery_app import settings_of
+from workqueue.publisher import REPUBLISHED_HEADER
 from workqueue.revocations import Revocations
 
 logger = logging.getLogger(__name__)
+
+DELIVERIES_PREFIX = "workqueue-deliveries-"
 
 
 class DeliveryLimitExceeded(RuntimeError):
@@ -27,38 +32,43 @@ class DeliveryLimitExceeded(RuntimeError):
 
 
 class WorkqueueTask(Task):
-    """Base task: what a redelivered message is checked for before it runs.
+    """Base task: what a second copy of a message is checked for before it runs.
 
     With ``acks_late`` + ``reject_on_worker_lost`` a message whose worker
-    died goes back to the queue, flagged ``redelivered`` by RabbitMQ.  Such a
-    copy is acknowledged without running when its task already succeeded (a
-    worker died between storing the result and acknowledging), and failed
-    past ``TASK_MAX_DELIVERIES`` (a task that kills its process every time
-    would otherwise loop forever).  The API never publishes one id twice, so
-    a redelivery is the only way a second copy arises; only redelivered
-    messages pay for these checks, so the normal path costs nothing.
+    died goes back to the queue, flagged ``redelivered`` by RabbitMQ; the
+    API publishes a task id a second time only when the first publish was
+    never confirmed, flagged ``workqueue_republished``.  Such a copy is
+    acknowledged without running when its task already reached a final
+    state (SUCCESS, FAILURE or REVOKED: a worker died between storing it and
+    acknowledging, or the unconfirmed first copy did land), and a
+    redelivered one is failed past ``TASK_MAX_DELIVERIES`` (a task that kills
+    its process every time would otherwise loop for ever).  Only such copies
+    pay for these checks, so the normal path costs nothing.
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        delivery = self.request.delivery_info or {}
-        if delivery.get("redelivered"):
-            self._skip_if_succeeded()
-            self._count_delivery()
+        request = self.request
+        redelivered = bool((request.delivery_info or {}).get("redelivered"))
+        if redelivered or getattr(request, REPUBLISHED_HEADER, None):
+            self._skip_if_final()
+            if redelivered:
+                self._count_delivery()
         return super().__call__(*args, **kwargs)
 
-    def _skip_if_succeeded(self) -> None:
+    def _skip_if_final(self) -> None:
         meta = self.backend.get_task_meta(self.request.id, cache=False)
-        if meta.get("status") == states.SUCCESS:
-            logger.warning("task %s already succeeded: redelivered copy acknowledged, not run again", self.request.id)
+        if meta.get("status") in states.READY_STATES:
+            logger.warning(
+                "task %s already finished (%s): this copy is acknowledged, not run again",
+                self.request.id,
+                meta["status"],
+            )
             raise Ignore()
 
     def _count_delivery(self) -> None:
-        limit = self.app.conf.workqueue_settings.task_max_deliveries
-        key = f"workqueue-deliveries-{self.request.id}"
-        raw = self.backend.get(key)
+        limit = settings_of(self.app).task_max_deliveries
         # The first delivery was not counted (it was not flagged redelivered).
-        count = (int(raw) if raw else 1) + 1
-        self.backend.set(key, str(count))
+        count = count_delivery(self.backend, self.request, settings_of(self.app).result_expires) + 1
         if count > limit:
             raise DeliveryLimitExceeded(
                 f"task {self.request.id} was delivered {count} times (limit {limit}); "
@@ -66,8 +76,29 @@ class WorkqueueTask(Task):
             )
 
 
+def count_delivery(backend: Any, request: Any, expires: int) -> int:
+    """Count one more delivery of ``request``'s task: one atomic INCR (two workers never both count 2)."""
+    key = backend.key_t(DELIVERIES_PREFIX + request.id)
+    redis = getattr(backend, "client", None)
+    if redis is None:  # the embedded file store (try-out mode): no atomic counter there
+        count = int(backend.get(key) or 0) + 1
+        backend.set(key, str(count))
+        return count
+
+    def incr() -> int:
+        with redis.pipeline() as pipe:  # MULTI/EXEC: the counter never outlives the results
+            pipe.incr(key)
+            pipe.expire(key, expires)
+            return int(pipe.execute()[0])
+
+    # Redis down, full or read-only: wait for it (or requeue), never run uncounted.
+    return backend.write_in_task(request, f"task {request.id}: delivery count", incr)
+
+
 def register(app: Celery, tasks: Catalogue) -> None:
     """Register a Celery task on ``app`` for every definition in ``tasks``."""
+    # Each running task's start, for its result store's time-limit deadline.
+    signals.task_prerun.connect(result_store.note_start, weak=False, dispatch_uid="workqueue.note_start")
     for definition in tasks.values():
         app.task(name=definition.celery_name, base=WorkqueueTask, bind=True, **definition.options)(_runner(definition))
 
@@ -92,7 +123,7 @@ def _runner(definition: TaskDefinition) -> Callable[..., Any]:
 
 def _revoked(task: Task) -> bool:
     """Whether this running task was revoked; a result store that does not answer means no."""
-    revocations = Revocations(task.backend, task.app.conf.workqueue_settings.result_expires)
+    revocations = Revocations(task.backend, settings_of(task.app).result_expires)
     try:
         return task.request.id in revocations
     except (*getattr(task.backend, "connection_errors", ()), OSError) as exc:  # it must outlive a Redis outage

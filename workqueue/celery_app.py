@@ -147,6 +147,12 @@ def create_celery(settings: Settings | None = None, role: Role = "worker") -> Ce
     return app
 
 
+def settings_of(app: Celery) -> Settings:
+    """The ``Settings`` an app was built from."""
+    settings: Settings = app.conf.workqueue_settings
+    return settings
+
+
 def _prepare_result_store(settings: Settings) -> None:
     if settings.result_backend.startswith("file://"):
         os.makedirs(settings.result_backend.removeprefix("file://"), exist_ok=True)

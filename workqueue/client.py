@@ -28,12 +28,14 @@ from typing import Any
 
 from celery import Celery, states
 from kombu.exceptions import OperationalError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from workqueue import catalogue, index
 from workqueue.catalogue import Catalogue, TaskDefinition
 from workqueue.celery_app import DEFAULT_QUEUE, close_celery, create_celery, make_queue
 from workqueue.idempotency import ACCEPTED, PUBLISHING, UNCONFIRMED, Claim, IdempotencyKeys, fingerprint
 from workqueue.publisher import BrokerBlocked, NotPublished, Publisher, PublishUnconfirmed
+from workqueue.result_store import REFUSING_WRITES
 from workqueue.revocations import Revocations
 from workqueue.settings import Settings
 from workqueue.subscriptions import Subscribers
@@ -42,18 +44,26 @@ __all__ = ["DependencyUnavailable", "IdempotencyConflict", "PublishUnconfirmed",
 
 RECORD_PREFIX = "workqueue-submitted-"
 RETRIED_PREFIX = "workqueue-retried-"
+REPUBLISHING_PREFIX = "workqueue-republishing-"
+READINESS_KEY = "workqueue-readiness-probe"
 # Keys per MGET when reading many tasks at once.
 READ_BATCH = 1000
 
 
 class DependencyUnavailable(RuntimeError):
-    """The broker or the result store did not answer in time."""
+    """The broker or the result store did not answer in time, or refuses what it must take.
+
+    ``reason``: ``down`` (no answer in time), ``blocked`` (RabbitMQ blocks
+    publishers: a memory or disk alarm), ``full`` (Redis at ``maxmemory``
+    with ``noeviction``) or ``read_only`` (a Redis replica, e.g. after a
+    failover).  Nothing was queued.
+    """
 
     def __init__(self, dependency: str, cause: BaseException) -> None:
         super().__init__(f"{dependency} unavailable: {type(cause).__name__}: {cause}")
         self.dependency = dependency
-        # RabbitMQ up but refusing publishers (memory or disk alarm).
-        self.blocked = isinstance(cause, BrokerBlocked)
+        self.reason = _reason(cause)
+        self.blocked = self.reason == "blocked"
 
 
 class RedisRequired(RuntimeError):
@@ -113,50 +123,63 @@ class TaskClient:
 
         ``kwargs`` must already be validated (``TaskDefinition.bind``).
         Raises ``DependencyUnavailable`` when nothing was queued (the result
-        store or the broker is down, or the broker blocks publishers), and
-        ``PublishUnconfirmed`` when the message was written but not confirmed
-        in time (its record stays: ``describe`` shows it PENDING).
+        store or the broker is down or refuses, or the broker blocks
+        publishers), and ``PublishUnconfirmed`` when the message was written
+        but not confirmed in time.  Then the task may or may not be queued:
+        its record says so (``"unconfirmed": true`` in its view), and the
+        exception's ``idempotency_key`` (the task id) makes a repeat of the
+        same request with that key publish it again (``submit_once``).
         """
         definition = self.catalogue[task] if isinstance(task, str) else task
         task_id = task_id or str(uuid.uuid4())
-        now = time.time()
-        # The arguments stay with the record: a retry resubmits them.
-        record = {"task": definition.name, "submitted_at": _isoformat(now), "kwargs": dict(kwargs)}
-        if retry_of:
-            record["retry_of"] = retry_of
-        key = self._record_key(task_id)
-        with self._unavailable("result backend"):
-            self._store_record(key, json.dumps(record), task_id, definition.name, now)
         try:
-            queue = self._queues.get(definition.queue) or make_queue(self.settings, definition.queue)
-            self.publisher.publish(definition.celery_name, task_id, dict(kwargs), queue)
-        except (BrokerBlocked, NotPublished) as exc:
-            self._forget(key)
-            raise DependencyUnavailable("broker", exc) from exc
-        return task_id
+            return self._submit(definition, kwargs, task_id, retry_of)
+        except PublishUnconfirmed as exc:
+            if retry_of is None:
+                # A claim under the task id: the way back for a client that sent no key.
+                claim = Claim(task_id, fingerprint(definition.name, kwargs), UNCONFIRMED, time.time())
+                with contextlib.suppress(*self.errors):
+                    self.idempotency.claim(task_id, claim)
+                exc.idempotency_key = task_id
+            raise
 
     def submit_once(self, task: TaskDefinition, kwargs: Mapping[str, Any], idempotency_key: str) -> tuple[str, bool]:
         """``submit`` under an idempotency key: ``(task id, replayed)``.
 
         The first request with a key submits (``replayed`` False); a later one
         with the same task and arguments gets the same id back (``replayed``
-        True).  Raises ``IdempotencyConflict`` when the key came with another
-        request (``mismatch``) or its first request is still publishing
+        True).  When the first publish was never confirmed (a 504), or its
+        request died while publishing (a claim still "publishing" after
+        ``publishing_timeout``), a repeat publishes the same task id again,
+        unless the task already has a stored state (the first copy landed),
+        and answers as a first submission (``replayed`` False).  Raises
+        ``IdempotencyConflict`` when the key came with another request
+        (``mismatch``) or its first request is still publishing
         (``in_progress``).  A request that queued nothing frees its key.
         """
-        claim = Claim(str(uuid.uuid4()), fingerprint(task.name, kwargs), PUBLISHING)
+        claim = Claim(str(uuid.uuid4()), fingerprint(task.name, kwargs), PUBLISHING, time.time())
         with self._unavailable("result backend"):
             existing = self.idempotency.claim(idempotency_key, claim)
         if existing is not None:
             if existing.fingerprint != claim.fingerprint:
                 raise IdempotencyConflict("mismatch", existing.task_id)
-            if existing.state == PUBLISHING:
-                raise IdempotencyConflict("in_progress", existing.task_id)
-            return existing.task_id, True
+            if existing.state == ACCEPTED or (existing.state == PUBLISHING and not self._stale(existing)):
+                if existing.state == PUBLISHING:
+                    raise IdempotencyConflict("in_progress", existing.task_id)
+                return existing.task_id, True
+            claim = existing
+            try:
+                published = self._ensure_published(claim.task_id, task, kwargs)
+            except PublishUnconfirmed as exc:
+                exc.idempotency_key = idempotency_key
+                raise
+            self._settle(idempotency_key, claim, ACCEPTED)
+            return claim.task_id, not published
         try:
-            self.submit(task, kwargs, task_id=claim.task_id)
-        except PublishUnconfirmed:
+            self._submit(task, kwargs, claim.task_id)
+        except PublishUnconfirmed as exc:
             self._settle(idempotency_key, claim, UNCONFIRMED)
+            exc.idempotency_key = idempotency_key
             raise
         except DependencyUnavailable:
             with contextlib.suppress(*self.errors):
@@ -165,10 +188,100 @@ class TaskClient:
         self._settle(idempotency_key, claim, ACCEPTED)
         return claim.task_id, False
 
+    def _stale(self, claim: Claim) -> bool:
+        """A "publishing" claim older than any publish can take: its request died."""
+        return time.time() - claim.at > self.settings.publishing_timeout
+
+    def _ensure_published(self, task_id: str, task: TaskDefinition, kwargs: Mapping[str, Any]) -> bool:
+        """Publish ``task_id`` again unless it is known to be queued; True if it was published now.
+
+        For a task whose publish was never confirmed.  A task with a stored
+        state was evidently queued (a worker took it); one without a record
+        was never published (its request died before).  Otherwise a second
+        copy is published with the same id, flagged for the worker, which
+        acknowledges it without running when the first copy already
+        finished.  One caller at a time per task (``in_progress`` otherwise).
+        Raises like ``submit``; the record keeps saying "unconfirmed" until a
+        publish is confirmed.
+        """
+        redis = self._redis()
+        lock = self.celery.backend.key_t(REPUBLISHING_PREFIX + task_id)
+        with self._unavailable("result backend"):
+            if not redis.set(lock, "1", nx=True, ex=int(self.settings.publishing_timeout)):
+                raise IdempotencyConflict("in_progress", task_id)
+        try:
+            with self._unavailable("result backend"):
+                record = self.record(task_id)
+                landed = self.celery.backend.get(self._result_key(task_id)) is not None
+            if record is None:
+                self._submit(task, kwargs, task_id)
+                return True
+            if not landed:
+                self._publish(task, task_id, record["kwargs"], republished=True)
+            with self._unavailable("result backend"):
+                self._set_unconfirmed(task_id, False)
+            return not landed
+        finally:
+            with contextlib.suppress(*self.errors):
+                redis.delete(lock)
+
+    def _submit(
+        self, definition: TaskDefinition, kwargs: Mapping[str, Any], task_id: str, retry_of: str | None = None
+    ) -> str:
+        now = time.time()
+        # The arguments stay with the record: a retry resubmits them.
+        record = {"task": definition.name, "submitted_at": _isoformat(now), "kwargs": dict(kwargs)}
+        if retry_of:
+            record["retry_of"] = retry_of
+        key = self._record_key(task_id)
+        with self._unavailable("result backend"):
+            try:
+                self._store_record(key, json.dumps(record), task_id, definition.name, now)
+            except self.errors:
+                self._forget(key)  # a full Redis may have taken the record and refused the index
+                raise
+        self._publish(definition, task_id, kwargs)
+        return task_id
+
+    def _publish(
+        self, definition: TaskDefinition, task_id: str, kwargs: Mapping[str, Any], republished: bool = False
+    ) -> None:
+        try:
+            queue = self._queues.get(definition.queue) or make_queue(self.settings, definition.queue)
+            self.publisher.publish(definition.celery_name, task_id, dict(kwargs), queue, republished=republished)
+        except (BrokerBlocked, NotPublished) as exc:
+            if not republished:
+                self._forget(self._record_key(task_id))
+            raise DependencyUnavailable("broker", exc) from exc
+        except PublishUnconfirmed:
+            # Its fate is unknown: the view says so until a repeat is confirmed.
+            with contextlib.suppress(*self.errors):
+                self._set_unconfirmed(task_id, True)
+            raise
+
+    def _set_unconfirmed(self, task_id: str, unconfirmed: bool) -> None:
+        """Flag (or unflag) the task's record: its publish was never confirmed."""
+        redis = getattr(self.celery.backend, "client", None)
+        key = self._record_key(task_id)
+        raw = redis.get(key) if redis is not None else self.celery.backend.get(key)
+        if raw is None:
+            return
+        record = json.loads(raw)
+        if bool(record.get("unconfirmed")) == unconfirmed:
+            return
+        if unconfirmed:
+            record["unconfirmed"] = True
+        else:
+            record.pop("unconfirmed", None)
+        if redis is not None:
+            redis.set(key, json.dumps(record), xx=True, keepttl=True)
+        else:
+            self.celery.backend.set(key, json.dumps(record))
+
     def _settle(self, key: str, claim: Claim, state: str) -> None:
         # The task is queued (or may be): if Redis fails now, the claim stays
-        # "publishing" until it expires, which refuses retries (409) rather
-        # than making a second task.
+        # "publishing" until it is stale, and a repeat then publishes the
+        # same task id again (``_ensure_published``), never a second task.
         with contextlib.suppress(*self.errors):
             self.idempotency.settle(key, claim, state)
 
@@ -248,6 +361,11 @@ class TaskClient:
             view["error"] = {"type": result.get("exc_type"), "message": _exc_message(result)}
         elif state == "PROGRESS":
             view["progress"] = result
+        if record.get("unconfirmed") and raw_meta is None:
+            # Its publish was never confirmed and no worker has taken it: it
+            # may not be queued.  Repeating the request with its idempotency
+            # key makes sure (``submit_once``).
+            view["unconfirmed"] = True
         if record.get("retry_of"):
             view["retry_of"] = record["retry_of"]
         if raw_retried:
@@ -331,13 +449,31 @@ class TaskClient:
         with self._unavailable("result backend"):
             # SET NX: concurrent retries of one task make one new task.
             if not redis.set(self._retried_key(task_id), new_id, nx=True, ex=self.settings.result_expires):
-                raise RetryRefused("already_retried", f"task {task_id} was already retried")
+                return self._retried_again(task_id, definition, kwargs)
         try:
             return self.submit(definition, kwargs, task_id=new_id, retry_of=task_id)
+        except PublishUnconfirmed as exc:
+            exc.retry_of = task_id  # repeating the retry publishes the new task again
+            raise
         except DependencyUnavailable:
             with contextlib.suppress(*self.errors):
                 self.celery.backend.delete(self._retried_key(task_id))
             raise
+
+    def _retried_again(self, task_id: str, definition: TaskDefinition, kwargs: Mapping[str, Any]) -> str:
+        """A repeated retry: the new task's id again if its publish was unconfirmed (published again now)."""
+        with self._unavailable("result backend"):
+            raw = self.celery.backend.get(self._retried_key(task_id))
+            new_id = raw.decode() if isinstance(raw, bytes) else raw
+            record = self.record(new_id) if new_id else None
+        if not new_id or not record or not record.get("unconfirmed"):
+            raise RetryRefused("already_retried", f"task {task_id} was already retried")
+        try:
+            self._ensure_published(new_id, definition, kwargs)
+        except PublishUnconfirmed as exc:
+            exc.retry_of = task_id
+            raise
+        return new_id
 
     # -- revoking ----------------------------------------------------------
 
@@ -363,10 +499,19 @@ class TaskClient:
             raise DependencyUnavailable("broker", exc) from exc
 
     def check_result_store(self) -> None:
-        """One round trip to the result store (the key need not exist)."""
+        """The result store takes a write, in one round trip.
+
+        A write, not a read: a full Redis (maxmemory, noeviction) or a
+        read-only replica answers reads and refuses every submission.
+        """
         backend = self.celery.backend
+        key = backend.key_t(READINESS_KEY)
+        redis = getattr(backend, "client", None)
         with self._unavailable("result backend"):
-            backend.get(backend.key_t("workqueue-ping"))
+            if redis is not None:
+                redis.set(key, "1", ex=60)
+            else:
+                backend.set(key, "1")
 
     def readiness(self) -> dict[str, str]:
         """``{"broker": "ok" | "unavailable: <why>", "result_backend": ...}``."""
@@ -377,7 +522,10 @@ class TaskClient:
                 checks[name] = "ok"
             except DependencyUnavailable as exc:
                 cause = exc.__cause__
-                checks[name] = f"blocked: {cause}" if exc.blocked else f"unavailable: {type(cause).__name__}"
+                if exc.reason == "down":
+                    checks[name] = f"unavailable: {type(cause).__name__}"
+                else:  # up, but refusing: say why (blocked by an alarm, full, read-only)
+                    checks[name] = f"{exc.reason.replace('_', '-')}: {cause}"
         return checks
 
     def queue_depth(self, queue: str = DEFAULT_QUEUE) -> int:
@@ -483,7 +631,18 @@ def _dependency_errors(app: Celery) -> tuple[type[BaseException], ...]:
     with app.connection_for_write() as connection:
         broker = tuple(connection.connection_errors) + tuple(connection.channel_errors)
     backend = tuple(getattr(app.backend, "connection_errors", ()))
-    return (OperationalError, OSError, socket.timeout, *broker, *backend)
+    # A full or read-only Redis answers, but refuses writes: an outage too.
+    return (OperationalError, OSError, socket.timeout, *broker, *backend, *REFUSING_WRITES)
+
+
+def _reason(cause: BaseException) -> str:
+    if isinstance(cause, BrokerBlocked):
+        return "blocked"
+    if isinstance(cause, OutOfMemoryError):
+        return "full"
+    if isinstance(cause, ReadOnlyError):
+        return "read_only"
+    return "down"
 
 
 def _isoformat(epoch: float) -> str:

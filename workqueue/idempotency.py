@@ -5,7 +5,10 @@ a fingerprint of the request (task name and bound arguments) and where the
 submission stands: ``publishing`` until the broker confirmed, then
 ``accepted`` (or ``unconfirmed`` when the confirm did not come in time).
 ``SET NX`` makes concurrent requests with one key race for one claim: the
-losers see the winner's claim instead of creating a second task.
+losers see the winner's claim instead of creating a second task.  A claim
+left "unconfirmed", or "publishing" for longer than any publish takes (its
+request died), does not hold the key for ever: a repeat of the request
+publishes the same task id again (``TaskClient.submit_once``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Claim:
     task_id: str
     fingerprint: str
     state: str
+    at: float = 0.0  # when it was claimed (epoch seconds): a "publishing" claim goes stale
 
 
 class IdempotencyKeys:

@@ -7,8 +7,8 @@ stopped reading it (a resource alarm).  Here every outcome is told apart:
 
 * ``BrokerBlocked``: RabbitMQ blocks publishers (memory or disk alarm; it
   says so with ``connection.blocked``).  Nothing was written.
-* ``DependencyUnavailable("broker")``: no connection could be made, or the
-  broker refused the message (nack).  Nothing is queued.
+* ``NotPublished``: no connection could be made, or the broker refused the
+  message (nack).  Nothing is queued.
 * ``PublishUnconfirmed``: the message was written but its confirm did not
   come in time (or the connection died after the write).  Its fate is
   unknown: it may still be queued when the broker catches up.
@@ -41,6 +41,9 @@ from workqueue.celery_app import DEFAULT_QUEUE
 from workqueue.settings import Settings
 
 READINESS_ROUTING_KEY = "workqueue.readiness-probe"  # no queue has this name: the broker drops it
+# Set on a second publish of a task id whose first publish was never
+# confirmed: the worker then checks that the task is not finished already.
+REPUBLISHED_HEADER = "workqueue_republished"
 
 
 class BrokerBlocked(RuntimeError):
@@ -54,11 +57,17 @@ class BrokerBlocked(RuntimeError):
 
 
 class PublishUnconfirmed(RuntimeError):
-    """Written, but not confirmed in time: the task may or may not be queued."""
+    """Written, but not confirmed in time: the task may or may not be queued.
+
+    ``TaskClient`` says how to make sure it runs: repeat the request with
+    ``idempotency_key``, or repeat the retry of ``retry_of``.
+    """
 
     def __init__(self, task_id: str, cause: BaseException) -> None:
         super().__init__(f"task {task_id}: no publisher confirm ({type(cause).__name__}: {cause})")
         self.task_id = task_id
+        self.idempotency_key: str | None = None
+        self.retry_of: str | None = None
 
 
 class NotPublished(RuntimeError):
@@ -113,8 +122,14 @@ class Publisher:
             "on_unblocked": self.flow.unblock,
         }
 
-    def publish(self, name: str, task_id: str, kwargs: dict[str, Any], queue: Queue | None = None) -> None:
-        """Publish one task message and wait for its confirm (see the module's outcomes)."""
+    def publish(
+        self, name: str, task_id: str, kwargs: dict[str, Any], queue: Queue | None = None, republished: bool = False
+    ) -> None:
+        """Publish one task message and wait for its confirm (see the module's outcomes).
+
+        ``republished``: this id was published before without a confirm (the
+        worker skips the copy if the task finished meanwhile).
+        """
         producer: Producer | None = self._acquire()
         try:
             self.check_flow()
@@ -124,6 +139,8 @@ class Publisher:
             )
             # The worker measures queue wait time (submitted -> started) from it.
             headers: dict[str, Any] = {"workqueue_submitted_at": time.time()}
+            if republished:
+                headers[REPUBLISHED_HEADER] = 1
             span = nullcontext() if self.settings is None else tracing.publish_span(
                 self.settings, name, task_id, queue.name if queue is not None else DEFAULT_QUEUE, headers
             )  # fmt: skip

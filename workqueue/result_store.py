@@ -1,12 +1,24 @@
-"""Celery's Redis result backend, storing a task's state in one round trip.
+"""Celery's Redis result backend: one round trip per state, final states final, outages waited out.
 
 Before every write Celery's backend reads the stored state, so that a late
 copy of a task (a redelivery after a lost worker) never overwrites SUCCESS:
 a GET, then a MULTI/SET/PUBLISH/EXEC, i.e. two round trips per state and
 four per task with STARTED tracked, which is most of what a short task
 costs the worker (bench/README.md, "Worker drain rate").  Here one Lua
-script does the same check, the write and the PUBLISH that wakes waiting
+script does the check, the write and the PUBLISH that wakes waiting
 clients, atomically: the check can no longer race with the write either.
+It keeps every final state, not only SUCCESS: a copy of a task whose
+FAILURE or REVOKED is stored must not turn it into something else.
+
+A store that cannot be written is an outage, not a lost result.  Redis
+answers some outages with errors that are not connection errors: ``OOM``
+(``maxmemory`` with ``noeviction``, the chart's setting) and ``READONLY``
+(a replica, after a failover).  Inside a running task every state that
+matters (STARTED and the final ones) is retried with backoff until Redis
+accepts it; when the task's hard time limit comes near first, the message
+is rejected back to the queue (``Reject(requeue=True)``), never
+acknowledged without its state.  Progress reports are best effort: one
+attempt, then the task goes on.
 
 It also leaves the task's arguments out of the stored state: the API's
 submission record holds them already (``TaskClient``), and with large
@@ -19,22 +31,43 @@ stores; reads are Celery's own.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery import Celery, states
 from celery.backends.redis import RedisBackend
-from celery.exceptions import BackendStoreError
+from celery.exceptions import BackendStoreError, Reject, SoftTimeLimitExceeded
 from kombu.utils.encoding import bytes_to_str
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Redis is up but refuses writes: full (maxmemory + noeviction) or a read-only replica.
+REFUSING_WRITES: tuple[type[Exception], ...] = (OutOfMemoryError, ReadOnlyError)
+
+# States a worker must not lose: a task without them looks queued or running for ever.
+ESSENTIAL = frozenset({states.STARTED, states.RETRY, *states.READY_STATES})
+
+# The attribute ``note_start`` sets on a running task's request (monotonic seconds).
+STARTED_AT = "workqueue_started_monotonic"
 
 # KEYS[1]: the task's key (also the channel clients wait on).
 # ARGV[1]: the encoded state, ARGV[2]: seconds to keep it (0: forever).
-# Returns 0 when a SUCCESS is stored already and was kept.
-STORE_UNLESS_SUCCEEDED = """
+# Returns 0 when a final state is stored already and was kept.
+STORE_UNLESS_FINAL = """
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, meta = pcall(cjson.decode, current)
-  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
-    return 0
+  if ok and type(meta) == 'table' then
+    local status = meta['status']
+    if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
+      return 0
+    end
   end
 end
 local seconds = tonumber(ARGV[2])
@@ -49,6 +82,12 @@ return 1
 
 BACKEND_CLASS = f"{__name__}:ResultStore"
 
+# Backoff between attempts while the store refuses or is down.
+FIRST_DELAY, MAX_DELAY = 0.05, 2.0
+# Give up this long before the task's hard time limit (the limit kills the
+# process and acknowledges the message: the requeue must come first).
+TIME_LIMIT_MARGIN = 5.0
+
 
 def use_for(app: Celery, url: str) -> None:
     """Make ``app`` store results with ``ResultStore`` when ``url`` is a Redis one.
@@ -61,14 +100,78 @@ def use_for(app: Celery, url: str) -> None:
         app.backend_cls = BACKEND_CLASS
 
 
+def note_start(task: Any = None, **_: Any) -> None:
+    """``task_prerun`` receiver: when the running task started, for its time-limit deadline."""
+    if task is not None:
+        setattr(task.request, STARTED_AT, time.monotonic())
+
+
 class ResultStore(RedisBackend):
-    """Celery's ``RedisBackend`` with a one-round-trip, race-free ``_store_result``."""
+    """Celery's ``RedisBackend`` with a one-round-trip, race-free store that waits out outages."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Celery passes no URL for a backend class: the app's setting has it.
         kwargs["url"] = kwargs.get("url") or kwargs["app"].conf.result_backend
         super().__init__(*args, **kwargs)
-        self._store_script = self.client.register_script(STORE_UNLESS_SUCCEEDED)
+        self._store_script = self.client.register_script(STORE_UNLESS_FINAL)
+
+    def exception_safe_to_retry(self, exc: BaseException) -> bool:
+        # Celery's loop (outside tasks) retries these too: a full or read-only
+        # Redis clears like a dropped connection does.
+        return isinstance(exc, (*self.connection_errors, *REFUSING_WRITES))
+
+    def store_result(
+        self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None, **kwargs: Any
+    ) -> Any:
+        started = getattr(request, STARTED_AT, None) if request is not None else None
+        if started is None:
+            # Not inside a running task (the worker's main process: a revoke on
+            # receipt, a hard time limit): Celery's bounded retries.
+            return super().store_result(task_id, result, state, traceback, request=request, **kwargs)
+        result = self.encode_result(result, state)
+        write = functools.partial(self._store_result, task_id, result, state, traceback, request=request, **kwargs)
+        if state not in ESSENTIAL:
+            try:
+                write()
+            except Exception as exc:
+                if not self.exception_safe_to_retry(exc):
+                    raise
+                logger.warning("task %s: %s not stored (%s); the task goes on", task_id, state, _brief(exc))
+            return result
+        self.write_in_task(request, f"task {task_id}: {state}", write)
+        return result
+
+    def write_in_task(self, request: Any, what: str, write: Callable[[], T]) -> T:
+        """``write()``, retried while Redis is down, full or read-only; requeue before the time limit.
+
+        For writes a running task cannot do without: its STARTED and final
+        states, its delivery count.  Raises ``Reject(requeue=True)`` when the
+        task's hard time limit would come first.
+        """
+        started = getattr(request, STARTED_AT, None) or time.monotonic()
+        limit = (getattr(request, "timelimit", None) or (None, None))[0] or self.app.conf.task_time_limit
+        deadline = started + limit - min(TIME_LIMIT_MARGIN, limit / 10) if limit else None
+        delay, warned_at = FIRST_DELAY, None
+        while True:
+            try:
+                return write()
+            except SoftTimeLimitExceeded:
+                continue  # the limit is the body's; this write comes after it
+            except Exception as exc:
+                if not self.exception_safe_to_retry(exc):
+                    raise
+                now = time.monotonic()
+                if deadline is not None and now + delay > deadline:
+                    logger.error("%s not stored before the time limit (%s): message returned to the queue", what, exc)
+                    raise Reject(f"result store unavailable: {_brief(exc)}", requeue=True) from exc
+                if warned_at is None or now - warned_at > 30:
+                    logger.warning("%s not stored yet (%s): retrying until the result store accepts it", what, exc)
+                    warned_at = now
+            try:
+                time.sleep(delay)
+            except SoftTimeLimitExceeded:
+                pass
+            delay = min(delay * 2, MAX_DELAY)
 
     def _store_result(
         self,
@@ -86,9 +189,9 @@ class ResultStore(RedisBackend):
             raise BackendStoreError("value too large for Redis backend", state=state, task_id=task_id)
         expires = (self.failure_expires if state == states.FAILURE else None) or self.expires
         key = self.get_key_for_task(task_id)
-        # Retried on connection errors like every write of Celery's backend
-        # (result_backend_always_retry): the task ran, its state must land.
-        self.ensure(self._store_script, ([key], [value, int(expires or 0)]))
+        # One attempt: the callers above retry (a nested retry loop would
+        # multiply the waits).
+        self._store_script(keys=[key], args=[value, int(expires or 0)])
         return result
 
     def _get_result_meta(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -96,3 +199,7 @@ class ResultStore(RedisBackend):
         meta.pop("args", None)  # in the submission record (result_extended)
         meta.pop("kwargs", None)
         return meta
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

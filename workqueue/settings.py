@@ -136,6 +136,16 @@ class Settings:
     otel_exporter_otlp_endpoint: str = _env("OTEL_EXPORTER_OTLP_ENDPOINT", "")
 
     @property
+    def publishing_timeout(self) -> float:
+        """Seconds after which an idempotency claim still "publishing" means its request died.
+
+        Longer than any publish can take (a connect and a confirm, each
+        bounded by API_DEPENDENCY_TIMEOUT, and the record's writes), with room
+        for a loaded process.
+        """
+        return max(10.0, 10 * self.api_dependency_timeout)
+
+    @property
     def broker_is_amqp(self) -> bool:
         return urlsplit(self.broker_url).scheme in ("amqp", "amqps", "pyamqp")
 

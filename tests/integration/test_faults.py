@@ -1,34 +1,42 @@
-"""Fault injection with real faults: SIGKILLed workers, a restarted broker, poison messages.
+"""Fault injection with real faults: SIGKILLed workers, a restarted or killed broker, poison messages.
 
 Each test prints a ``[fault figures]`` line: tasks submitted, completed,
-lost, duplicated (at-least-once delivery means a task whose worker died
-after running it may run again), and the seconds to recover.
+lost, duplicated (a body that ran to its end twice: delivery is
+at-least-once), redelivered, and the seconds to recover.  Lost and
+completed come from the stored states; duplicated and redelivered from the
+tasks' own tally (``testing/tally.py``), whose negative controls are the
+first two tests here.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import random
 import signal
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 from celery import states
+from kombu import Connection
 
 from api.app import create_app
 from testing import servers
 from testing.faults import Figures, make_client, report, unfinished
 from testing.processes import Api, Worker
 from testing.servers import wait_until
+from testing.tally import Tally
 from tests.integration import fault_tasks
-from workqueue import catalogue
-from workqueue.client import TaskClient
+from workqueue.celery_app import DEFAULT_QUEUE
 from workqueue.settings import Settings
 
 pytestmark = pytest.mark.integration
+
+COUNTED = fault_tasks.definitions()
 
 
 @pytest.fixture
@@ -38,6 +46,15 @@ def client(private_rabbitmq, backend_url, tmp_path):
     client.close()
 
 
+@pytest.fixture
+def tally_file(tmp_path: Path) -> Path:
+    return tmp_path / "tally"
+
+
+def counted_worker(broker: str, backend: str, tally_file: Path, name: str, **extra: str) -> Worker:
+    return Worker(broker, backend, name=name, **fault_tasks.service_env(tally_file), **extra)
+
+
 def pool_children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -45,25 +62,52 @@ def pool_children(pid: int) -> list[int]:
         return []
 
 
-def finish_figures(figures: Figures, client: TaskClient, ids: list[str], logs: list[str]) -> None:
-    metas = client.describe_many(ids)
-    figures.completed = sum(m["state"] == states.SUCCESS for m in metas.values())
-    figures.failed = sum(m["state"] == states.FAILURE for m in metas.values())
-    figures.lost = len(ids) - figures.completed - figures.failed
-    figures.count_executions(logs, set(ids))
-    figures.report()
+def test_the_figures_count_a_duplicate_a_redelivery_and_lost_tasks(private_rabbitmq, backend_url, client, tally_file):
+    """Negative controls: each figure becomes non-zero when its fault is provoked on purpose."""
+    worker = counted_worker(private_rabbitmq.url, backend_url, tally_file, "control").start().wait_ready()
+    try:
+        # A body that finishes and then dies before its result is stored: RabbitMQ
+        # redelivers it and it runs to its end again.
+        twice = client.submit(COUNTED["done_then_crash"], {})
+        once = [client.submit(COUNTED["counted_add"], {"x": i, "y": 1}) for i in range(5)]
+        wait_until(lambda: not unfinished(client, [twice, *once]), 60, "the control tasks")
+        control = Figures("control-duplicate").measure(client, [twice, *once], tally_file)
+        assert (control.duplicated, control.redelivered, control.completed, control.lost) == (1, 1, 6, 0)
+    finally:
+        worker.stop()
+
+    # Tasks whose messages are gone (purged) are lost: the figure says so.
+    gone = [client.submit(COUNTED["counted_add"], {"x": i, "y": 2}) for i in range(3)]
+    with Connection(private_rabbitmq.url) as connection:
+        assert connection.default_channel.queue_purge(DEFAULT_QUEUE) == 3
+    sentinel = client.submit(COUNTED["counted_add"], {"x": 0, "y": 0})
+    worker = counted_worker(private_rabbitmq.url, backend_url, tally_file, "control-lost").start().wait_ready()
+    try:
+        wait_until(lambda: not unfinished(client, [sentinel]), 60, "the task after the purge")  # queue order
+        lost = Figures("control-lost").measure(client, gone, tally_file)
+        assert (lost.lost, lost.completed) == (3, 0)
+    finally:
+        worker.stop()
+    report(
+        f"[fault figures] figure-controls: duplicated={control.duplicated} redelivered={control.redelivered} "
+        f"(1 provoked each) lost={lost.lost} (3 purged)"
+    )
 
 
-def test_worker_killed_mid_task_loses_nothing(private_rabbitmq, backend_url, client):
+def test_worker_killed_mid_task_loses_nothing(private_rabbitmq, backend_url, client, tally_file):
     rng = random.Random(20261122)
     ids = [
-        client.submit("sleep", {"seconds": round(rng.uniform(0.1, 0.5), 2)})
+        client.submit(COUNTED["counted_sleep"], {"seconds": round(rng.uniform(0.1, 0.5), 2)})
         if i % 5 < 2
-        else client.submit("add", {"x": i, "y": 1})
+        else client.submit(COUNTED["counted_add"], {"x": i, "y": 1})
         for i in range(500)
     ]
     extra = {"WORKER_CONCURRENCY": "4", "TASK_MAX_DELIVERIES": "50"}
-    workers = [Worker(private_rabbitmq.url, backend_url, name="victim", **extra).start().wait_ready()]
+
+    def start() -> Worker:
+        return counted_worker(private_rabbitmq.url, backend_url, tally_file, "victim", **extra).start().wait_ready()
+
+    workers = [start()]
     kills = ["child", "child", "main", "child", "main", "child"]
     rng.shuffle(kills)
     performed = []
@@ -82,22 +126,24 @@ def test_worker_killed_mid_task_loses_nothing(private_rabbitmq, backend_url, cli
             current.process.signal(signal.SIGKILL)
             current.process.kill()
             performed.append(kind)
-            workers.append(Worker(private_rabbitmq.url, backend_url, name="victim", **extra).start().wait_ready())
+            workers.append(start())
     assert performed.count("main") == 2 and performed.count("child") >= 2, performed
     killed_at = time.monotonic()
     wait_until(lambda: not unfinished(client, ids), 240, "every task to finish after the kills", interval=0.5)
-    figures = Figures("worker-kill", submitted=len(ids), recovery_seconds=time.monotonic() - killed_at)
+    figures = Figures("worker-kill", recovery_seconds=time.monotonic() - killed_at).measure(client, ids, tally_file)
     figures.extra = {"kills": ",".join(performed), "worker_incarnations": len(workers)}
-    finish_figures(figures, client, ids, [w.log() for w in workers])
-    assert figures.lost == 0
-    assert figures.completed == len(ids), "every 202 task reaches SUCCESS"
+    figures.report()
     for worker in workers:
         worker.stop()
+    assert figures.lost == 0
+    assert figures.completed == len(ids), "every 202 task reaches SUCCESS"
+    # A killed main process held unacknowledged messages: RabbitMQ gave them back, flagged.
+    assert figures.redelivered >= 1
 
 
-def test_broker_restart_on_the_same_data_loses_no_queued_task(private_rabbitmq, backend_url, client):
+def test_broker_restart_on_the_same_data_loses_no_queued_task(private_rabbitmq, backend_url, client, tally_file):
     started = time.monotonic()
-    ids = [client.submit("add", {"x": i, "y": i}) for i in range(10_000)]
+    ids = [client.submit(COUNTED["counted_add"], {"x": i, "y": i}) for i in range(10_000)]
     submit_rate = len(ids) / (time.monotonic() - started)
     assert client.queue_depth() == 10_000
 
@@ -107,42 +153,79 @@ def test_broker_restart_on_the_same_data_loses_no_queued_task(private_rabbitmq, 
     restart_seconds = time.monotonic() - restart_at
     assert client.queue_depth() == 10_000, "durable queue, persistent messages"
 
-    worker = Worker(private_rabbitmq.url, backend_url, name="drainer").start().wait_ready()
+    worker = counted_worker(private_rabbitmq.url, backend_url, tally_file, "drainer").start().wait_ready()
     drain_at = time.monotonic()
     wait_until(lambda: not unfinished(client, ids), 300, "the 10,000 tasks to drain", interval=1.0)
-    figures = Figures("broker-restart-queued", submitted=len(ids), recovery_seconds=restart_seconds)
-    figures.extra = {
-        "submit_rate_per_s": round(submit_rate),
-        "drain_rate_per_s": round(len(ids) / (time.monotonic() - drain_at)),
-    }
-    finish_figures(figures, client, ids, [worker.log()])
-    assert figures.lost == 0 and figures.completed == len(ids)
+    drain_rate = len(ids) / (time.monotonic() - drain_at)
     worker.stop()
+    figures = Figures("broker-restart-queued", recovery_seconds=restart_seconds).measure(client, ids, tally_file)
+    figures.extra = {"submit_rate_per_s": round(submit_rate), "drain_rate_per_s": round(drain_rate)}
+    figures.report()
+    assert figures.lost == 0 and figures.completed == len(ids)
 
 
-def test_worker_and_api_reconnect_by_themselves_across_a_broker_restart(private_rabbitmq, backend_url, client):
-    worker = Worker(private_rabbitmq.url, backend_url, name="survivor").start().wait_ready()
-    api = Api(private_rabbitmq.url, backend_url).start().wait_ready()
+def post_task(session: requests.Session, url: str, body: dict, key: str | None) -> requests.Response:
+    headers = {"Idempotency-Key": key} if key else {}
+    return session.post(f"{url}/tasks", json=body, headers=headers, timeout=10)
+
+
+def recover(
+    session: requests.Session, url: str, body: dict, unconfirmed: requests.Response, within: float
+) -> list[int]:
+    """Follow a 504's documented recovery: repeat with the key it names until answered 200 or 202.
+
+    Returns the status of every repeat; the last is 200 (the first copy had
+    landed and was taken) or 202 (published again now).
+    """
+    key = unconfirmed.json()["error"]["idempotency_key"]
+    deadline = time.monotonic() + within
+    answers = []
+    while time.monotonic() < deadline:
+        response = post_task(session, url, body, key)
+        answers.append(response.status_code)
+        if response.status_code in (200, 202):
+            assert response.json()["id"] == unconfirmed.json()["error"]["task_id"], "the same task, never a second"
+            return answers
+        assert response.status_code in (503, 504, 409), response.text  # still down, or another repeat publishing
+        time.sleep(0.2)
+    raise TimeoutError(f"no 200/202 within {within} s for key {key}")
+
+
+def test_worker_and_api_reconnect_by_themselves_across_a_broker_restart(private_rabbitmq, backend_url, tally_file):
+    worker = counted_worker(private_rabbitmq.url, backend_url, tally_file, "survivor").start().wait_ready()
+    api = Api(private_rabbitmq.url, backend_url, **fault_tasks.service_env(tally_file)).start().wait_ready()
     pids = (worker.process.pid, api.process.pid)  # type: ignore[union-attr]
     accepted: list[str] = []
     refused: list[float] = []
+    unconfirmed: list[int] = []  # how each 504 ended: 200 (it had landed) or 202 (published again)
     first_accept_after_restart: list[float] = []
     restarted_at: list[float] = []
     stop = threading.Event()
+    failures: list[BaseException] = []
 
     def post_steadily() -> None:
         session = requests.Session()
-        while not stop.is_set():
-            response = session.post(f"{api.url}/tasks", json={"task": "add", "args": [1, 2]}, timeout=10)
-            if response.status_code == 202:
-                accepted.append(response.json()["id"])
-                if restarted_at and not first_accept_after_restart:
-                    first_accept_after_restart.append(time.monotonic() - restarted_at[0])
-            else:
-                assert response.status_code == 503, response.text
-                assert response.headers["Retry-After"]
-                refused.append(time.monotonic())
-            time.sleep(0.02)
+        body = {"task": "counted_add", "args": [1, 2]}
+        try:
+            while not stop.is_set():
+                response = post_task(session, api.url, body, None)
+                if response.status_code == 504:  # written while the broker went away: make sure it runs
+                    answers = recover(session, api.url, body, response, 90)
+                    unconfirmed.append(answers[-1])
+                    refused.extend(time.monotonic() for code in answers if code == 503)
+                    accepted.append(response.json()["error"]["task_id"])
+                elif response.status_code == 202:
+                    accepted.append(response.json()["id"])
+                    if restarted_at and not first_accept_after_restart:
+                        first_accept_after_restart.append(time.monotonic() - restarted_at[0])
+                else:
+                    assert response.status_code == 503, response.text
+                    assert response.headers["Retry-After"]
+                    refused.append(time.monotonic())
+                time.sleep(0.02)
+        except BaseException as exc:  # the main thread asserts on it
+            failures.append(exc)
+            raise
 
     poster = threading.Thread(target=post_steadily)
     poster.start()
@@ -152,15 +235,21 @@ def test_worker_and_api_reconnect_by_themselves_across_a_broker_restart(private_
         time.sleep(3)
         private_rabbitmq.start()
         restarted_at.append(time.monotonic())
-        wait_until(lambda: bool(first_accept_after_restart), 60, "the API to accept again")
+        wait_until(lambda: bool(first_accept_after_restart) or bool(failures), 90, "the API to accept again")
         time.sleep(2)
     finally:
         stop.set()
-        poster.join(30)
-    wait_until(lambda: not unfinished(client, accepted), 120, "every accepted task to finish", interval=0.5)
-    figures = Figures("broker-restart-live", submitted=len(accepted), recovery_seconds=first_accept_after_restart[0])
-    figures.extra = {"refused_503": len(refused)}
-    finish_figures(figures, client, accepted, [worker.log()])
+        poster.join(120)
+    assert not failures, failures
+    wait_until(lambda: not unfinished_via(api.url, accepted), 120, "every accepted task to finish", interval=0.5)
+    checker = make_client(private_rabbitmq.url, backend_url, tally_file.parent)
+    try:
+        figures = Figures("broker-restart-live", recovery_seconds=first_accept_after_restart[0])
+        figures.measure(checker, accepted, tally_file)
+    finally:
+        checker.close()
+    figures.extra = {"refused_503": len(refused), "unconfirmed_504": len(unconfirmed)}
+    figures.report()
     assert refused, "the outage was seen as 503s"
     assert figures.lost == 0 and figures.completed == len(accepted)
     assert (worker.process.pid, api.process.pid) == pids  # type: ignore[union-attr]
@@ -169,13 +258,98 @@ def test_worker_and_api_reconnect_by_themselves_across_a_broker_restart(private_
     worker.stop()
 
 
-def test_poison_message_is_failed_after_capped_deliveries(private_rabbitmq, backend_url, client, make_settings):
-    worker = Worker(
-        private_rabbitmq.url, backend_url, name="poisoned", TASK_MAX_DELIVERIES="3", TASK_MODULES=fault_tasks.MODULE
-    )
+def post_concurrently(
+    pool: concurrent.futures.Executor, url: str, bodies: list[dict], keys: list[str | None] | None = None
+) -> list[requests.Response]:
+    keys = keys or [None] * len(bodies)
+    return list(pool.map(lambda body, key: post_task(requests.Session(), url, body, key), bodies, keys))
+
+
+def unfinished_via(url: str, ids: list[str]) -> list[str]:
+    final = set(states.READY_STATES)
+    return [i for i in ids if requests.get(f"{url}/tasks/{i}", timeout=10).json().get("state") not in final]
+
+
+ROUNDS = 6  # half with the broker killed (the unconfirmed messages die with it), half resumed (they land)
+PER_ROUND = 8
+
+
+def test_an_unconfirmed_publish_never_loses_its_task(private_rabbitmq, backend_url, tally_file):
+    """The broker freezes while messages are written, then is killed or resumed; every 504 is followed up.
+
+    SIGSTOP lets the API write each message into the socket and wait for a
+    confirm that never comes (504).  SIGKILL then loses what was written;
+    SIGCONT lets it land.  Either way the client repeats the request with the
+    key the 504 names, and every such task runs to SUCCESS, once.
+    """
+    # One gunicorn process: its pool of publishing connections is warmed up below.
+    env = {**fault_tasks.service_env(tally_file), "API_WORKERS": "1"}
+    api = Api(private_rabbitmq.url, backend_url, **env).start().wait_ready()
+    # One pool process: copies run one after the other, so a second copy sees the first one's SUCCESS.
+    worker = counted_worker(private_rabbitmq.url, backend_url, tally_file, "unconfirmed", WORKER_CONCURRENCY="1")
     worker.start().wait_ready()
-    poison = client.submit(catalogue.load([fault_tasks.MODULE])["crash"], {})
-    others = [client.submit("add", {"x": i, "y": i}) for i in range(30)]
+    session = requests.Session()
+    outcomes: dict[str, int] = {}  # task id -> 200 (the first copy had landed and run) or 202 (published again)
+    answered: list[int] = []
+    try:
+        with concurrent.futures.ThreadPoolExecutor(PER_ROUND) as pool:
+            for round_number in range(ROUNDS):
+                kill = round_number % 2 == 0
+                bodies = [{"task": "counted_add", "args": [round_number, i]} for i in range(PER_ROUND)]
+                keys = [f"round{round_number}-{i}-{uuid.uuid4()}" if i % 2 else None for i in range(PER_ROUND)]
+
+                # Warm: PER_ROUND concurrent publishes leave as many idle connections in the pool.
+                warm = post_concurrently(pool, api.url, [{"task": "counted_add", "args": [0, 0]}] * PER_ROUND)
+                assert all(r.status_code == 202 for r in warm)
+                private_rabbitmq.process.signal_group(signal.SIGSTOP)  # type: ignore[union-attr]
+                try:
+                    frozen = post_concurrently(pool, api.url, bodies, keys)
+                finally:
+                    if kill:
+                        private_rabbitmq.process.kill()  # type: ignore[union-attr]
+                        private_rabbitmq.process = None
+                        private_rabbitmq.start()
+                    else:
+                        private_rabbitmq.process.signal_group(signal.SIGCONT)  # type: ignore[union-attr]
+                answered += [r.status_code for r in frozen]
+                for body, response in zip(bodies, frozen, strict=True):
+                    assert response.status_code in (503, 504), response.text
+                    if response.status_code == 504:
+                        answers = recover(session, api.url, body, response, 90)
+                        outcomes[response.json()["error"]["task_id"]] = answers[-1]
+        ids = list(outcomes)
+        wait_until(lambda: not unfinished_via(api.url, ids), 120, "every 504'd task to finish", interval=0.5)
+        checker = make_client(private_rabbitmq.url, backend_url, tally_file.parent)
+        try:
+            figures = Figures("unconfirmed-publish").measure(checker, ids, tally_file)
+        finally:
+            checker.close()
+    finally:
+        api.stop()
+        worker.stop()
+    copies = Tally.read(tally_file).deliveries
+    figures.extra = {
+        "rounds": ROUNDS,
+        "answered_504": answered.count(504),
+        "answered_503": answered.count(503),
+        "landed_first": sum(1 for code in outcomes.values() if code == 200),
+        "published_again": sum(1 for code in outcomes.values() if code == 202),
+        "delivered_more_than_once": sum(1 for i in ids if copies[i] > 1),
+    }
+    figures.report()
+    assert answered.count(504) >= ROUNDS, "each round wrote messages the frozen broker never confirmed"
+    assert figures.lost == 0 and figures.completed == len(ids)
+    assert figures.duplicated == 0, "a second copy of a finished task is acknowledged without running"
+    assert figures.extra["published_again"] >= 1, "killed rounds lose what was written: the repeat publishes it"
+
+
+def test_poison_message_is_failed_after_capped_deliveries(
+    private_rabbitmq, backend_url, client, make_settings, tally_file
+):
+    worker = counted_worker(private_rabbitmq.url, backend_url, tally_file, "poisoned", TASK_MAX_DELIVERIES="3")
+    worker.start().wait_ready()
+    poison = client.submit(COUNTED["crash"], {})
+    others = [client.submit(COUNTED["counted_add"], {"x": i, "y": i}) for i in range(30)]
     api = create_app(make_settings(private_rabbitmq.url, backend_url), TESTING=True)
     try:
         http = api.test_client()
@@ -191,9 +365,10 @@ def test_poison_message_is_failed_after_capped_deliveries(private_rabbitmq, back
         wait_until(lambda: not unfinished(client, others), 60, "the other tasks")
     finally:
         api.extensions["workqueue"].close()
-    figures = Figures("poison-message", submitted=len(others) + 1)
-    finish_figures(figures, client, [poison, *others], [worker.log()])
+    figures = Figures("poison-message").measure(client, [poison, *others], tally_file)
+    figures.report()
     assert figures.completed == len(others) and figures.failed == 1 and figures.lost == 0
+    assert Tally.read(tally_file).deliveries[poison] == 4, "three deliveries ran it, the fourth failed it"
     assert worker.process is not None and worker.process.alive(), "the worker survived its crashing children"
     worker.stop()
 

@@ -50,7 +50,10 @@ def test_a_broker_alarm_is_answered_at_once_reported_and_recovered(private_rabbi
         assert unconfirmed.status_code == 504, unconfirmed.get_data(as_text=True)
         unknown_id = unconfirmed.get_json()["error"]["task_id"]
         assert unconfirmed.headers["Location"] == f"/tasks/{unknown_id}"
-        assert http.get(f"/tasks/{unknown_id}").get_json()["state"] == "PENDING"
+        # The way to make sure it runs: repeat with this key (tests/integration/test_faults.py follows it).
+        assert unconfirmed.get_json()["error"]["idempotency_key"] == unknown_id
+        view = http.get(f"/tasks/{unknown_id}").get_json()
+        assert view["state"] == "PENDING" and view["unconfirmed"] is True
 
         refused, slowest = 0, 0.0
         for i in range(5):

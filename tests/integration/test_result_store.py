@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 
 import pytest
@@ -9,6 +10,7 @@ import redis
 from celery import states
 from celery.app.task import Context
 
+from worker.celery_tasks import count_delivery
 from workqueue.celery_app import close_celery, create_celery
 from workqueue.result_store import ResultStore
 
@@ -60,15 +62,35 @@ def test_a_state_is_stored_and_published_in_one_write(app):
     assert 3500 < client.ttl(key) <= 3600
 
 
-def test_a_late_copy_never_overwrites_success(app):
-    app.backend.mark_as_done("t-late", 3, request=request("t-late"))
-    # A redelivered copy starting, failing or being revoked after the success:
-    started(app, "t-late")
-    app.backend.mark_as_failure("t-late", RuntimeError("late copy"), request=request("t-late"))
-    app.backend.mark_as_revoked("t-late", "late", request=request("t-late"))
-    meta = stored(app, "t-late")
-    assert meta["status"] == states.SUCCESS and meta["result"] == 3
-    assert app.backend.get_task_meta("t-late", cache=False)["result"] == 3
+FINAL = {
+    states.SUCCESS: lambda app, i: app.backend.mark_as_done(i, 3, request=request(i)),
+    states.FAILURE: lambda app, i: app.backend.mark_as_failure(i, RuntimeError("first"), request=request(i)),
+    states.REVOKED: lambda app, i: app.backend.mark_as_revoked(i, "first", request=request(i)),
+}
+
+
+@pytest.mark.parametrize("final", FINAL)
+def test_a_late_copy_never_overwrites_a_final_state(app, final):
+    task_id = f"t-late-{final}"
+    FINAL[final](app, task_id)
+    kept = stored(app, task_id)
+    # A redelivered copy starting, reporting progress, retrying, then ending otherwise:
+    started(app, task_id)
+    app.backend.store_result(task_id, {"step": 1}, "PROGRESS", request=request(task_id))
+    app.backend.mark_as_retry(task_id, RuntimeError("again"), request=request(task_id))
+    for other, mark in FINAL.items():
+        if other != final:
+            mark(app, task_id)
+    assert stored(app, task_id) == kept
+    assert app.backend.get_task_meta(task_id, cache=False)["status"] == final
+
+
+def test_the_delivery_count_is_atomic(app):
+    """Many workers counting redeliveries of one message at once: each gets its own number."""
+    task = request("t-count")
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        counts = list(pool.map(lambda _: count_delivery(app.backend, task, 3600), range(40)))
+    assert sorted(counts) == list(range(1, 41))
 
 
 def test_states_before_success_are_overwritten(app):

@@ -11,9 +11,13 @@ from api.app import create_app
 from testing.faults import report
 from testing.processes import Worker
 from testing.servers import wait_until
+from testing.tally import Tally
+from tests.integration import fault_tasks
 from workqueue.celery_app import DEFAULT_QUEUE
 
 pytestmark = pytest.mark.integration
+
+COUNTED = fault_tasks.definitions()
 
 
 @pytest.fixture
@@ -60,29 +64,52 @@ def test_a_running_task_stops_at_its_next_progress_report(private_rabbitmq, back
     assert stopped_in < 5
 
 
-def test_a_redelivered_copy_of_a_succeeded_task_is_acked_without_running(private_rabbitmq, backend_url, http):
-    client = http.application.extensions["workqueue"]
-    worker = Worker(private_rabbitmq.url, backend_url, name="first").start().wait_ready()
-    try:
-        task_id = http.post("/tasks", json={"task": "add", "args": [20, 1]}).get_json()["id"]
-        wait_until(lambda: state(http, task_id) == "SUCCESS", 30, "the task to succeed")
-    finally:
-        worker.stop()
-    done_at = http.get(f"/tasks/{task_id}").get_json()["completed_at"]
+def requeue_as_redelivered(broker_url: str, count: int) -> None:
+    """Take ``count`` messages without acknowledging them and close: RabbitMQ requeues them, redelivered.
 
-    # A second copy of the same message, delivered once and not acknowledged
-    # (its consumer's connection closes): RabbitMQ requeues it as redelivered,
-    # as it does when a worker dies after storing a result but before its ack.
-    client.publisher.publish("workqueue.add", task_id, {"x": 20, "y": 1})
-    with Connection(private_rabbitmq.url) as connection:
-        message = connection.channel().basic_get(DEFAULT_QUEUE, no_ack=False)
-        assert message is not None and message.headers["id"] == task_id
-    second = Worker(private_rabbitmq.url, backend_url, name="second").start().wait_ready()
+    As it does when a worker dies after storing a final state but before its ack.
+    """
+    with Connection(broker_url) as connection:
+        channel = connection.channel()
+        for _ in range(count):
+            assert channel.basic_get(DEFAULT_QUEUE, no_ack=False) is not None
+
+
+def test_a_copy_of_a_finished_task_is_acked_without_running(private_rabbitmq, backend_url, http, tmp_path):
+    """SUCCESS, FAILURE and REVOKED are final: a redelivered or republished copy never runs again."""
+    client = http.application.extensions["workqueue"]
+    tally_file = tmp_path / "tally"
+    counted = fault_tasks.service_env(tally_file)
+    succeeded = client.submit(COUNTED["counted_add"], {"x": 20, "y": 1})
+    failed = client.submit(COUNTED["fail"], {})
+    revoked = client.submit(COUNTED["counted_add"], {"x": 1, "y": 1})
+    client.revoke(revoked)  # no worker hears it: the first one to start reads it from the store
+    first = Worker(private_rabbitmq.url, backend_url, name="first", **counted).start().wait_ready()
     try:
-        wait_until(lambda: "already succeeded" in second.log(), 30, "the redelivered copy to be seen")
-        wait_until(lambda: client.queue_depth() == 0, 30, "the copy to be acknowledged")
-        assert f"Task workqueue.add[{task_id}] succeeded" not in second.log(), "it did not run again"
+        finals = {succeeded: "SUCCESS", failed: "FAILURE", revoked: "REVOKED"}
+        wait_until(lambda: all(state(http, i) == s for i, s in finals.items()), 30, "the tasks to finish")
+    finally:
+        first.stop()
+    before = {i: http.get(f"/tasks/{i}").get_json() for i in finals}
+    ran_before = Tally.read(tally_file).starts.copy()
+
+    # Copies as a dying worker or an unconfirmed publish leave them: three
+    # redelivered ones, then one published again by the API.
+    for task_id, name, kwargs in ((succeeded, "counted_add", {"x": 20, "y": 1}), (failed, "fail", {}),
+                                  (revoked, "counted_add", {"x": 1, "y": 1})):  # fmt: skip
+        client.publisher.publish(f"workqueue.{name}", task_id, kwargs)
+    requeue_as_redelivered(private_rabbitmq.url, 3)
+    client.publisher.publish("workqueue.counted_add", succeeded, {"x": 20, "y": 1}, republished=True)
+    second = Worker(private_rabbitmq.url, backend_url, name="second", **counted).start().wait_ready()
+    try:
+        # The REVOKED one is discarded on receipt (the stored revoke); the others are seen and acknowledged.
+        wait_until(lambda: second.log().count("already finished") == 3, 30, "the three copies to be skipped")
+        wait_until(lambda: client.queue_depth() == 0, 30, "every copy to be taken off the queue")
     finally:
         second.stop()
-    view = http.get(f"/tasks/{task_id}").get_json()
-    assert view["state"] == "SUCCESS" and view["result"] == 21 and view["completed_at"] == done_at
+    tally = Tally.read(tally_file)
+    assert tally.starts == ran_before, "no copy ran its body again"
+    assert tally.redeliveries[succeeded] == 1 and tally.redeliveries[failed] == 1
+    assert tally.deliveries[succeeded] == 3, "the first run, the redelivered copy, the republished copy"
+    for task_id in finals:
+        assert http.get(f"/tasks/{task_id}").get_json() == before[task_id], "the final state stayed as it was"

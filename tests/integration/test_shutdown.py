@@ -18,10 +18,12 @@ from celery import states
 from testing.faults import Figures, make_client, report, unfinished
 from testing.processes import Api, Worker
 from testing.servers import wait_until
+from tests.integration import fault_tasks
 
 pytestmark = pytest.mark.integration
 
 SHUTDOWN_TIMEOUT = 3
+COUNTED = fault_tasks.definitions()
 
 
 @pytest.fixture
@@ -33,20 +35,21 @@ def client(broker_url, backend_url, tmp_path):
 
 def test_sigterm_finishes_short_tasks_requeues_long_ones_and_exits_0(private_rabbitmq, backend_url, tmp_path):
     client = make_client(private_rabbitmq.url, backend_url, tmp_path)
+    tally_file = tmp_path / "tally"
+    counted = {**fault_tasks.service_env(tally_file), "WORKER_CONCURRENCY": "3"}
     try:
         worker = Worker(
-            private_rabbitmq.url, backend_url, name="graceful", WORKER_SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT),
-            WORKER_CONCURRENCY="3",
+            private_rabbitmq.url, backend_url, name="graceful", WORKER_SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT), **counted
         ).start().wait_ready()  # fmt: skip
-        long_ids = [client.submit("sleep", {"seconds": 30}) for _ in range(2)]
-        short_id = client.submit("sleep", {"seconds": 1})
-        queued = [client.submit("add", {"x": i, "y": i}) for i in range(20)]
+        long_ids = [client.submit(COUNTED["counted_sleep"], {"seconds": 30}) for _ in range(2)]
+        short_id = client.submit(COUNTED["counted_sleep"], {"seconds": 1})
+        queued = [client.submit(COUNTED["counted_add"], {"x": i, "y": i}) for i in range(20)]
         everything = [*long_ids, short_id, *queued]
         wait_until(
-            lambda: all(m["state"] in ("STARTED", "PROGRESS") for m in client.describe_many(long_ids).values()),
+            lambda: all(m["state"] == "STARTED" for m in client.describe_many(long_ids).values()),
             30, "the long tasks to start",
         )  # fmt: skip
-        wait_until(lambda: client.describe(short_id)["state"] in ("STARTED", "PROGRESS"), 30, "short")
+        wait_until(lambda: client.describe(short_id)["state"] == "STARTED", 30, "short")
 
         assert worker.process is not None
         sent = time.monotonic()
@@ -61,16 +64,14 @@ def test_sigterm_finishes_short_tasks_requeues_long_ones_and_exits_0(private_rab
         assert set(long_ids) <= set(left), "long tasks were not run to the end"
 
         # A replacement worker (the next pod) picks up what was returned.
-        replacement = Worker(private_rabbitmq.url, backend_url, name="replacement").start().wait_ready()
+        replacement = Worker(private_rabbitmq.url, backend_url, name="replacement", **counted).start().wait_ready()
         wait_until(lambda: not unfinished(client, everything), 90, "every task to finish on the new worker", 0.5)
-        metas = client.describe_many(everything)
-        figures = Figures("graceful-shutdown", submitted=len(everything))
-        figures.completed = sum(m["state"] == states.SUCCESS for m in metas.values())
-        figures.lost = len(everything) - figures.completed
-        figures.count_executions([worker.log(), replacement.log()], set(everything))
+        figures = Figures("graceful-shutdown").measure(client, everything, tally_file)
         figures.extra = {"exit_code": code, "shutdown_seconds": round(took, 1), "requeued_long": len(long_ids)}
         figures.report()
-        assert figures.lost == 0
+        assert figures.lost == 0 and figures.duplicated == 0
+        # The two long tasks went back to the queue unfinished: redelivered, and started again.
+        assert figures.redelivered >= len(long_ids)
         assert replacement.stop() == 0
     finally:
         client.close()
