@@ -16,7 +16,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from workqueue.client import DependencyUnavailable, PublishUnconfirmed, RedisRequired
+from workqueue.client import DependencyUnavailable, PublishUnconfirmed, RedisRequired, TooManyWaits
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,12 @@ def register(app: Flask) -> None:
         logger.warning("%s", exc)
         code, message = UNAVAILABLE.get(exc.reason, UNAVAILABLE["down"])
         response = error_response(503, code, message.format(dependency=exc.dependency))
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+    @app.errorhandler(TooManyWaits)
+    def too_many_waits(exc: TooManyWaits) -> Response:
+        response = error_response(503, "too_many_waits", f"{exc}; retry later, or poll without ?wait=")
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 

@@ -11,7 +11,7 @@ import socket
 import time
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from workqueue.catalogue import TaskDefinition
 from workqueue.prometheus import scrape_registry
@@ -42,11 +42,19 @@ ENQUEUE_FAILURES = Counter(
 )
 
 
+# Waits and event streams open (each holds a Redis pub/sub connection; capped by API_MAX_WAITS per process).
+OPEN_WAITS = Gauge(
+    "workqueue_api_open_waits", "Waits (?wait=) and event streams held open", multiprocess_mode="livesum"
+)
+
+
 def render() -> Response:
     return Response(generate_latest(scrape_registry()), mimetype=CONTENT_TYPE_LATEST)
 
 
 def instrument(app: Flask) -> None:
+    app.extensions["workqueue"].on_watching = OPEN_WAITS.set
+
     @app.before_request
     def start_timer() -> None:
         g.metrics_started = time.perf_counter()

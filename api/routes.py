@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from typing import Any
@@ -11,16 +12,24 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from api import metrics, openapi
 from api.errors import ApiError, error_response
-from api.limits import DEFAULT_LIMIT, LISTED_STATES, MAX_EVENTS_SECONDS, MAX_LIMIT, MAX_WAIT_SECONDS
+from api.limits import (
+    DEFAULT_LIMIT,
+    EVENTS_KEEPALIVE_SECONDS,
+    LISTED_STATES,
+    MAX_EVENTS_SECONDS,
+    MAX_LIMIT,
+    MAX_WAIT_SECONDS,
+)
 from workqueue.catalogue import TaskDefinition, ValidationFailed
 from workqueue.client import (
+    KEEPALIVE,
     DependencyUnavailable,
     IdempotencyConflict,
     PublishUnconfirmed,
     RetryRefused,
     TaskClient,
 )
-from workqueue.idempotency import MAX_KEY_LENGTH, valid_key
+from workqueue.idempotency import MAX_KEY_LENGTH, RESERVED_PREFIXES, valid_key
 from workqueue.index import BadCursor
 
 bp = Blueprint("tasks", __name__)
@@ -93,6 +102,14 @@ def _idempotency_key() -> str | None:
         raise ApiError(
             400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters"
         )
+    if key is not None and key.startswith(RESERVED_PREFIXES):
+        # The chart's CronJobs and batch Jobs submit under these: a client must
+        # not be able to claim a future run's key with another request.
+        raise ApiError(
+            400,
+            "reserved_idempotency_key",
+            f"Idempotency-Keys starting with {' or '.join(RESERVED_PREFIXES)} are kept for scheduled and batch runs",
+        )
     return key
 
 
@@ -160,13 +177,23 @@ def task_events(task_id: str) -> Response:
     client = _client()
     seconds = _number_arg("timeout", MAX_EVENTS_SECONDS, 1, MAX_EVENTS_SECONDS)
 
-    def stream() -> Any:
-        for view in client.watch(task_id, seconds):
-            if view is None:
-                return
-            yield f"event: state\ndata: {json.dumps(view, separators=(',', ':'))}\n\n"
+    # Taken now, so that no free slot (503) or no Redis (501) is answered before the stream starts.
+    watch = client.watch(task_id, seconds, keepalive=EVENTS_KEEPALIVE_SECONDS)
 
-    return Response(stream(), mimetype="text/event-stream", headers={"Cache-Control": "no-store"})
+    def stream() -> Any:
+        with contextlib.closing(watch):
+            for view in watch:
+                if view is None:
+                    return
+                if view is KEEPALIVE:
+                    # A comment line: a client that went away fails this write, which ends the stream.
+                    yield ": keep-alive\n\n"
+                    continue
+                yield f"event: state\ndata: {json.dumps(view, separators=(',', ':'))}\n\n"
+
+    response = Response(stream(), mimetype="text/event-stream", headers={"Cache-Control": "no-store"})
+    response.call_on_close(watch.close)  # the slot is given back even if the stream never started
+    return response
 
 
 @bp.post("/tasks/<task_id>/retry")
@@ -230,12 +257,12 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    client = _client()
-    checks = client.readiness()
+    # Shared by concurrent callers and kept a second (TaskClient.status): a
+    # loop of /readyz costs the servers one check a second per process.
+    checks, queues = _client().status()
     ready = all(value == "ok" for value in checks.values())
     # Queues nobody consumes are shown, not held against the API's readiness:
     # their tasks wait safely until a worker pool for them starts.
-    queues = client.queue_consumers() if checks["broker"] == "ok" else {}
     return jsonify(status="ready" if ready else "unready", checks=checks, queues=queues), 200 if ready else 503
 
 

@@ -27,9 +27,10 @@ from typing import Any
 from celery import states
 
 from workqueue.catalogue import Catalogue, TaskDefinition, ValidationFailed
-from workqueue.client import DependencyUnavailable, PublishUnconfirmed, TaskClient
+from workqueue.client import DependencyUnavailable, IdempotencyConflict, PublishUnconfirmed, TaskClient
 
 POLL_SECONDS = 0.5
+SHOWN_CHARACTERS = 200  # of a result in a progress line
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TERMINATED = 0, 1, 2, 143
 
 
@@ -76,7 +77,8 @@ def read_lines(tasks: Catalogue, lines: Iterable[str]) -> list[Item]:
 class Outcome:
     submitted: dict[str, str] = dataclasses.field(default_factory=dict)  # id -> label
     finished: dict[str, str] = dataclasses.field(default_factory=dict)  # id -> final state
-    unconfirmed: list[str] = dataclasses.field(default_factory=list)
+    unconfirmed: list[str] = dataclasses.field(default_factory=list)  # may be queued: never confirmed in time
+    conflicts: int = 0  # keys used for another request
 
     @property
     def pending(self) -> list[str]:
@@ -112,23 +114,38 @@ class Batch:
 
     def _submit(self, index: int, item: Item) -> bool:
         label = f"{item.definition.name}({', '.join(f'{k}={v!r}' for k, v in item.kwargs.items())})"
+        key = None if self.key is None else f"{self.key}:{index}"
         while not self.stop.is_set() and time.monotonic() < self.deadline:
             try:
-                if self.key is None:
+                if key is None:
                     task_id = self.client.submit(item.definition, item.kwargs)
                 else:
-                    task_id, replayed = self.client.submit_once(item.definition, item.kwargs, f"{self.key}:{index}")
+                    task_id, replayed = self.client.submit_once(item.definition, item.kwargs, key)
                     if replayed:
                         label += " (already submitted under its idempotency key)"
             except DependencyUnavailable as exc:  # nothing was queued: trying again is safe
                 self.out(f"could not submit {label}: {exc}; retrying")
                 self.stop.wait(1.0)
                 continue
-            except PublishUnconfirmed as exc:  # it may be queued: never sent twice
-                self.out(f"{label}: {exc}")
-                self.outcome.unconfirmed.append(exc.task_id)
-                self.outcome.submitted[exc.task_id] = label
-                return True
+            except PublishUnconfirmed as exc:
+                # It may or may not be queued: repeating under the key it names
+                # publishes the same task again, never a second one.
+                self.out(f"{label}: {exc}; repeating under its idempotency key")
+                key = exc.idempotency_key
+                if exc.task_id not in self.outcome.unconfirmed:
+                    self.outcome.unconfirmed.append(exc.task_id)
+                self.stop.wait(1.0)
+                continue
+            except IdempotencyConflict as exc:
+                if exc.kind == "mismatch":
+                    self.out(f"could not submit {label}: key {key} was used for another request (task {exc.task_id})")
+                    self.outcome.conflicts += 1
+                    return True
+                self.out(f"{label}: another request with key {key} is publishing it; waiting")
+                self.stop.wait(1.0)
+                continue
+            if task_id in self.outcome.unconfirmed:
+                self.outcome.unconfirmed.remove(task_id)
             self.outcome.submitted[task_id] = label
             self.out(f"submitted {task_id} {label}")
             return True
@@ -145,17 +162,19 @@ class Batch:
             for task_id, view in views.items():
                 if view and view["state"] in states.READY_STATES:
                     self.outcome.finished[task_id] = view["state"]
-                    shown = view.get("result") if view["state"] == states.SUCCESS else view.get("error")
+                    shown = json.dumps(view.get("result") if view["state"] == states.SUCCESS else view.get("error"))
+                    if len(shown) > SHOWN_CHARACTERS:  # a progress line, not the result (GET the task for it)
+                        shown = shown[:SHOWN_CHARACTERS] + f"… ({len(shown)} characters)"
                     done = len(self.outcome.finished)
                     label = self.outcome.submitted[task_id]
-                    self.out(f"[{done}/{total}] {task_id} {label} -> {view['state']} {json.dumps(shown)}")
+                    self.out(f"[{done}/{total}] {task_id} {label} -> {view['state']} {shown}")
             self.stop.wait(POLL_SECONDS)
 
     def _summary(self) -> int:
         outcome = self.outcome
         succeeded = sum(state == states.SUCCESS for state in outcome.finished.values())
         failed = len(outcome.finished) - succeeded
-        never = len(self.items) - len(outcome.submitted)
+        never = len(self.items) - len(outcome.submitted) - len(outcome.unconfirmed)
         line = f"batch: {len(self.items)} tasks, {len(outcome.submitted)} submitted"
         if self.wait:
             line += f", {succeeded} succeeded, {failed} failed, {len(outcome.pending)} still pending"
@@ -164,12 +183,14 @@ class Batch:
         if never:
             line += f", {never} not submitted"
         if outcome.unconfirmed:
-            line += f", {len(outcome.unconfirmed)} unconfirmed by the broker"
+            line += f", {len(outcome.unconfirmed)} unconfirmed by the broker (they may be queued)"
+        if outcome.conflicts:
+            line += f", {outcome.conflicts} refused (their key was used for another request)"
         self.out(line)
         if self.wait and outcome.pending:
             self.out("still pending (queued, they will run): " + " ".join(outcome.pending))
         if self.stop.is_set():
             return EXIT_TERMINATED
         if not self.wait:
-            return EXIT_OK if not never and not outcome.unconfirmed else EXIT_FAILED
+            return EXIT_OK if not never and not outcome.unconfirmed and not outcome.conflicts else EXIT_FAILED
         return EXIT_OK if succeeded == len(self.items) else EXIT_FAILED

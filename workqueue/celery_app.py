@@ -18,7 +18,7 @@ from celery import Celery
 from kombu import Queue
 
 from workqueue import result_store
-from workqueue.settings import Settings
+from workqueue.settings import REDIS_COMMAND_CONNECTIONS, Settings
 
 Role = Literal["worker", "client"]
 DEFAULT_QUEUE = "celery"
@@ -79,6 +79,10 @@ def celery_config(settings: Settings, role: Role) -> dict[str, Any]:
             if client
             else {"max_retries": 5, "interval_start": 0, "interval_step": 0.5, "interval_max": 2}
         ),
+        # A client's Redis connections are capped (commands + its waits'
+        # pub/sub connections); past the cap a request gets 503, and Redis'
+        # maxclients is never reached by one process.
+        "redis_max_connections": settings.api_max_waits + REDIS_COMMAND_CONNECTIONS if client else None,
         "redis_socket_connect_timeout": timeout if client else 5.0,
         "redis_socket_timeout": timeout if client else 10.0,
         "redis_retry_on_timeout": not client,

@@ -21,10 +21,11 @@ import contextlib
 import datetime as dt
 import json
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from celery import Celery, states
 from kombu.exceptions import OperationalError
@@ -38,14 +39,17 @@ from workqueue.publisher import BrokerBlocked, NotPublished, Publisher, PublishU
 from workqueue.result_store import REFUSING_WRITES
 from workqueue.revocations import Revocations
 from workqueue.settings import Settings
-from workqueue.subscriptions import Subscribers
+from workqueue.subscriptions import KEEP, Subscribers
 
-__all__ = ["DependencyUnavailable", "IdempotencyConflict", "PublishUnconfirmed", "TaskClient"]
+__all__ = ["DependencyUnavailable", "IdempotencyConflict", "PublishUnconfirmed", "TaskClient", "TooManyWaits"]
 
 RECORD_PREFIX = "workqueue-submitted-"
 RETRIED_PREFIX = "workqueue-retried-"
 REPUBLISHING_PREFIX = "workqueue-republishing-"
 READINESS_KEY = "workqueue-readiness-probe"
+READINESS_SECONDS = 1.0  # how long a readiness answer is shared
+KEEPALIVE = object()  # yielded by a watch after quiet seconds (see TaskClient.watch)
+T = TypeVar("T")
 # Keys per MGET when reading many tasks at once.
 READ_BATCH = 1000
 
@@ -64,6 +68,49 @@ class DependencyUnavailable(RuntimeError):
         self.dependency = dependency
         self.reason = _reason(cause)
         self.blocked = self.reason == "blocked"
+
+
+class TooManyWaits(RuntimeError):
+    """This process already holds ``API_MAX_WAITS`` waits and event streams."""
+
+
+class Watch:
+    """An open watch (``TaskClient.watch``): iterate for views; ``close()`` frees its slot, even if never iterated."""
+
+    def __init__(self, views: Iterator[Any], release: Callable[[], Any]) -> None:
+        self._views = views
+        self._release: Callable[[], Any] | None = release
+
+    def __iter__(self) -> Watch:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._views)
+
+    def close(self) -> None:
+        try:
+            self._views.close()  # type: ignore[attr-defined]
+        finally:
+            if self._release is not None:
+                self._release, release = None, self._release
+                release()
+
+
+class Cached:
+    """One value, computed by one caller at a time and kept for ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._at = -float("inf")
+
+    def get(self, compute: Callable[[], T]) -> T:
+        with self._lock:  # concurrent callers wait here for the computation under way
+            if time.monotonic() - self._at >= self.seconds:
+                self._value = compute()
+                self._at = time.monotonic()
+            return self._value  # type: ignore[no-any-return]
 
 
 class RedisRequired(RuntimeError):
@@ -97,15 +144,32 @@ class TaskClient:
         self.celery: Celery = create_celery(settings, role="client")
         self.errors = _dependency_errors(self.celery)
         self.publisher = Publisher(
-            self.celery, self.errors, settings.api_dependency_timeout, amqp=settings.broker_is_amqp, settings=settings
+            self.celery,
+            self.errors,
+            settings.api_dependency_timeout,
+            amqp=settings.broker_is_amqp,
+            settings=settings,
+            max_connections=settings.api_broker_connections,
         )
         self.idempotency = IdempotencyKeys(self.celery.backend, settings.result_expires)
         self.revocations = Revocations(self.celery.backend, settings.result_expires)
         self.index = index.TaskIndex(self.celery.backend, settings.result_expires)
         self._kept_subscribers: Subscribers | None = None  # made on the first wait (Redis only)
+        self._watch_slots = threading.BoundedSemaphore(settings.api_max_waits)
+        self.watching = 0  # waits and streams open in this process
+        self.on_watching: Callable[[int], None] | None = None  # told each change (the API's gauge)
+        # Readiness is checked by one caller at a time and kept briefly: a loop
+        # of /readyz costs the servers a check a second, not one per request.
+        self._readiness = Cached(READINESS_SECONDS)
+        self._reader: Any = None  # one kept broker connection for queue status
+        self._reader_lock = threading.Lock()
 
     def close(self) -> None:
         self.publisher.close()
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.collect()
+                self._reader = None
         if self._kept_subscribers is not None:
             self._kept_subscribers.close()
         close_celery(self.celery)
@@ -513,6 +577,19 @@ class TaskClient:
             else:
                 backend.set(key, "1")
 
+    def status(self) -> tuple[dict[str, str], dict[str, str]]:
+        """``(readiness(), queue_consumers())``, checked at most once per ``READINESS_SECONDS``.
+
+        Concurrent callers wait for the one check under way and share its
+        answer, so the cost of ``/readyz`` does not grow with its callers.
+        """
+
+        def check() -> tuple[dict[str, str], dict[str, str]]:
+            checks = self.readiness()
+            return checks, self.queue_consumers() if checks["broker"] == "ok" else {}
+
+        return self._readiness.get(check)
+
     def readiness(self) -> dict[str, str]:
         """``{"broker": "ok" | "unavailable: <why>", "result_backend": ...}``."""
         checks = {}
@@ -533,9 +610,21 @@ class TaskClient:
         return self.queue_status(queue)[0]
 
     def queue_status(self, queue: str) -> tuple[int, int]:
-        """(ready messages, consumers) of ``queue``; a queue not declared yet counts (0, 0)."""
-        with self._unavailable("broker"), self.celery.connection_for_read() as connection:
-            return queue_status(connection, queue)
+        """(ready messages, consumers) of ``queue``; a queue not declared yet counts (0, 0).
+
+        On one kept connection (a new one only after the broker dropped it).
+        """
+        with self._reader_lock, self._unavailable("broker"):
+            try:
+                if self._reader is None:
+                    self._reader = self.celery.connection_for_read()
+                    self._reader.ensure_connection(max_retries=1, timeout=self.settings.api_dependency_timeout)
+                return queue_status(self._reader, queue)
+            except self.errors:
+                if self._reader is not None:
+                    self._reader.collect()
+                self._reader = None
+                raise
 
     def queue_consumers(self) -> dict[str, str]:
         """For each queue a task goes to: "ok", or "no consumer" (its tasks wait until a pool starts)."""
@@ -554,21 +643,38 @@ class TaskClient:
 
         Driven by the result store's notification (Celery's Redis backend
         publishes every state it stores on the task's key), not by polling.
+        Raises ``TooManyWaits`` past ``API_MAX_WAITS`` in this process.
         """
         view = None
-        for view in self.watch(task_id, seconds):
-            if view is None or view["state"] in states.READY_STATES:
-                return view
+        with contextlib.closing(self.watch(task_id, seconds)) as views:
+            for view in views:
+                if view is None or view["state"] in states.READY_STATES:
+                    return view
         return self.describe(task_id) if view is not None else None
 
-    def watch(self, task_id: str, seconds: float) -> Iterator[dict[str, Any] | None]:
+    def watch(self, task_id: str, seconds: float, keepalive: float | None = None) -> Watch:
         """The task's view now, then again at each state it stores, for up to ``seconds``.
 
         Ends after a final state, when the time is up, or at once for an
-        unknown id (None).  One Redis pub/sub connection per watcher.
+        unknown id (None).  With ``keepalive``, ``KEEPALIVE`` is yielded after
+        that many quiet seconds, so a stream notices a client that went
+        away.  One Redis pub/sub connection and one of this process's
+        ``API_MAX_WAITS`` slots per watch, taken now (``TooManyWaits`` when
+        none is free, ``RedisRequired`` on the embedded store) and given back
+        by ``close()``.
         """
+        subscribers = self._subscribers()
+        if not self._watch_slots.acquire(blocking=False):
+            raise TooManyWaits(f"this process holds {self.settings.api_max_waits} waits and streams (API_MAX_WAITS)")
+        self._watching_changed(+1)
+        views = self._views(subscribers, task_id, seconds, keepalive)
+        return Watch(views, lambda: (self._watch_slots.release(), self._watching_changed(-1)))
+
+    def _views(
+        self, subscribers: Subscribers, task_id: str, seconds: float, keepalive: float | None
+    ) -> Iterator[dict[str, Any] | None | object]:
         deadline = time.monotonic() + seconds
-        with self._unavailable("result backend"), self._subscribers().subscribed(self._result_key(task_id)) as channel:
+        with self._unavailable("result backend"), subscribers.subscribed(self._result_key(task_id)) as channel:
             channel.confirm(self.settings.api_dependency_timeout)  # subscribed: nothing is missed now
             view = self.describe(task_id)
             yield view
@@ -576,9 +682,16 @@ class TaskClient:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                if channel.message(remaining) is not None:
+                if channel.message(min(remaining, keepalive or remaining)) is not None:
                     view = self.describe(task_id)
                     yield view
+                elif keepalive and deadline - time.monotonic() > 0:
+                    yield KEEPALIVE
+
+    def _watching_changed(self, by: int) -> None:
+        self.watching += by
+        if self.on_watching is not None:
+            self.on_watching(self.watching)
 
     def _redis(self) -> Any:
         redis = getattr(self.celery.backend, "client", None)
@@ -588,7 +701,7 @@ class TaskClient:
 
     def _subscribers(self) -> Subscribers:
         if self._kept_subscribers is None:
-            self._kept_subscribers = Subscribers(self._redis())
+            self._kept_subscribers = Subscribers(self._redis(), keep=min(KEEP, self.settings.api_max_waits))
         return self._kept_subscribers
 
     def _result_key(self, task_id: str) -> Any:

@@ -21,6 +21,9 @@ from typing import Any
 
 KEY_PREFIX = "workqueue-idempotency-"
 MAX_KEY_LENGTH = 200
+# Keys of the chart's CronJobs (schedule:<name>:<Job name>) and batch Jobs
+# (batch:<Job UID>): the command line may use them, HTTP clients may not.
+RESERVED_PREFIXES = ("schedule:", "batch:")
 
 PUBLISHING, ACCEPTED, UNCONFIRMED = "publishing", "accepted", "unconfirmed"
 

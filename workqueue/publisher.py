@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from amqp.exceptions import MessageNacked
@@ -105,6 +106,7 @@ class Publisher:
         confirm_timeout: float,
         amqp: bool = True,
         settings: Settings | None = None,
+        max_connections: int = 16,
     ) -> None:
         self.celery = celery
         self.settings = settings  # only read for tracing (workqueue/tracing.py)
@@ -113,6 +115,10 @@ class Publisher:
         self.confirm_timeout = confirm_timeout
         self.flow = FlowControl()
         self._lock = threading.Lock()
+        # One slot per publish or probe in flight: at most this many connections
+        # (beside parked ones), however many requests arrive at once.
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
         self._idle: list[Producer] = []
         self._open: set[Connection] = set()
         self._parked: set[Connection] = set()
@@ -130,6 +136,10 @@ class Publisher:
         ``republished``: this id was published before without a confirm (the
         worker skips the copy if the task finished meanwhile).
         """
+        with self._slot():
+            self._publish(name, task_id, kwargs, queue, republished)
+
+    def _publish(self, name: str, task_id: str, kwargs: dict[str, Any], queue: Queue | None, republished: bool) -> None:
         producer: Producer | None = self._acquire()
         try:
             self.check_flow()
@@ -196,6 +206,10 @@ class Publisher:
         This is how ``/readyz`` notices a resource alarm before any task is
         submitted: RabbitMQ only blocks a connection once it publishes.
         """
+        with self._slot():
+            self._probe()
+
+    def _probe(self) -> None:
         producer: Producer | None = self._acquire()
         try:
             self.check_flow()
@@ -217,6 +231,15 @@ class Publisher:
             connections, self._open, self._parked, self._idle = self._open | self._parked, set(), set(), []
         for connection in connections:
             connection.collect()  # no close handshake: a blocked broker would never answer it
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        if not self._slots.acquire(timeout=self.confirm_timeout):
+            raise NotPublished(f"all {self.max_connections} publishing connections stayed busy")
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def _acquire(self) -> Producer:
         """An idle producer whose connection is still good, or a new one."""

@@ -43,6 +43,10 @@ BROKER_PARTS: dict[str, Any] = {
 BACKEND_PARTS: dict[str, Any] = {"REDIS_HOST": "redis", "REDIS_PORT": 6379, "REDIS_DB": 0}
 
 
+# Redis connections an API process keeps for commands, beside its waits' pub/sub ones.
+REDIS_COMMAND_CONNECTIONS = 16
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or malformed (message names the variable)."""
 
@@ -128,6 +132,13 @@ class Settings:
     # How long the API waits for the broker (connect + publisher confirm)
     # and for the result backend before answering 503.
     api_dependency_timeout: float = _env("API_DEPENDENCY_TIMEOUT", 1.0, minimum=0.05)
+    # Bounds of one API process (SECURITY.md, "What one request may cost"):
+    # connections to RabbitMQ for publishing (more concurrent submissions wait
+    # for one, then get 503), and waits (?wait=, event streams) held open at
+    # once (more get 503), each holding a Redis pub/sub connection.  Redis
+    # connections per process: at most API_MAX_WAITS + REDIS_COMMAND_CONNECTIONS.
+    api_broker_connections: int = _env("API_BROKER_CONNECTIONS", 16, minimum=1)
+    api_max_waits: int = _env("API_MAX_WAITS", 64, minimum=1)
     worker_metrics_port: int = _env("WORKER_METRICS_PORT", 9808, minimum=0, maximum=65535)
     # OpenTelemetry traces (the `otel` extra): set, the API and the workers
     # export spans there over OTLP/HTTP, one trace from the HTTP request

@@ -80,7 +80,7 @@ def test_a_broker_alarm_is_answered_at_once_reported_and_recovered(private_rabbi
 
         wait_until(accepting_again, 30, "the API to accept after the alarm cleared", interval=0.2)
         recovery = time.monotonic() - cleared
-        assert http.get("/readyz").status_code == 200
+        wait_until(lambda: http.get("/readyz").status_code == 200, 10, "/readyz (kept a second) to turn ready")
     finally:
         app.extensions["workqueue"].close()
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import re
+import signal
+import subprocess
 import threading
+import time
 import uuid
 
 import pytest
@@ -11,7 +16,9 @@ import requests
 
 from api.app import create_app
 from testing.faults import report
-from testing.processes import wait_for_state
+from testing.processes import REPO, Api, Worker, service_env, wait_for_state
+from testing.tally import Tally
+from tests.integration import fault_tasks
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +100,50 @@ def test_a_client_that_got_503_retries_with_its_key_safely(private_rabbitmq, bac
         assert app.extensions["workqueue"].queue_depth() == 1
     finally:
         app.extensions["workqueue"].close()
+
+
+def test_a_request_that_died_while_publishing_does_not_hold_its_key(private_rabbitmq, backend_url, tmp_path):
+    """The API is SIGKILLed mid-publish: its claim stays "publishing"; once stale, the batch CLI publishes the task.
+
+    The CLI is what a CronJob runs; it waits on the 409 instead of failing, and
+    the task runs once under the key, whether or not the dead request's
+    message had landed.
+    """
+    tally_file = tmp_path / "tally"
+    counted = {**fault_tasks.service_env(tally_file), "API_WORKERS": "1"}
+    api = Api(private_rabbitmq.url, backend_url, **counted).start().wait_ready()
+    body = {"task": "counted_add", "args": [4, 5]}
+    assert post(api.url, body, None).status_code == 202  # a pooled connection to write on
+    private_rabbitmq.process.signal_group(signal.SIGSTOP)  # type: ignore[union-attr]
+
+    def die_publishing() -> None:
+        with contextlib.suppress(requests.RequestException):  # its API is killed under it
+            post(api.url, body, "job:0")
+
+    dying = threading.Thread(target=die_publishing)
+    dying.start()
+    time.sleep(0.3)  # the message is written; its confirm never comes
+    api.process.kill()  # type: ignore[union-attr]
+    dying.join(30)
+    private_rabbitmq.process.kill()  # type: ignore[union-attr]  # what was written dies with the broker
+    private_rabbitmq.process = None
+    private_rabbitmq.start()
+
+    worker = Worker(private_rabbitmq.url, backend_url, name="stale-claim", **counted).start().wait_ready()
+    env = service_env(private_rabbitmq.url, backend_url, tmp_path / "cli", **counted)
+    started = time.monotonic()
+    try:
+        cli = subprocess.run(
+            [str(REPO / "run.sh"), "submit", "--task", "counted_add", "--args", "[4, 5]", "--count", "1",
+             "--idempotency-key", "job", "--timeout", "60"],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+    finally:
+        worker.stop()
+    took = time.monotonic() - started
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "is publishing it; waiting" in cli.stdout, "the dead request's claim was seen"
+    (task_id,) = re.findall(r"submitted ([0-9a-f-]{36})", cli.stdout)
+    tally = Tally.read(tally_file)
+    assert tally.dones[task_id] == 1, "the task ran once, under the dead request's id"
+    report(f"[fault figures] stale-claim: api_killed_mid_publish=1 cli_waited={took:.1f}s ran_once=1")

@@ -74,7 +74,7 @@ def test_broker_down_gives_503_and_recovers(private_rabbitmq, backend_url, make_
     started = time.monotonic()
     response = client.post("/tasks", json={"task": "add", "args": [1, 3]})
     assert response.status_code == 202, response.get_data(as_text=True)
-    assert client.get("/readyz").status_code == 200
+    wait_until(lambda: client.get("/readyz").status_code == 200, 10, "/readyz (kept a second) to turn ready")
     report(f"[fault figures] broker-back: first POST accepted {time.monotonic() - started:.2f} s after restart")
 
 
@@ -93,7 +93,7 @@ def test_result_store_down_gives_503_and_recovers(broker_url, private_redis, mak
 
     private_redis.start()  # new empty server on the same port: recovery, not persistence
     assert client.post("/tasks", json={"task": "add", "args": [1, 3]}).status_code == 202
-    assert client.get("/readyz").status_code == 200
+    wait_until(lambda: client.get("/readyz").status_code == 200, 10, "/readyz (kept a second) to turn ready")
 
 
 def test_tasks_finishing_while_redis_is_down_lose_nothing(private_rabbitmq, tmp_path):
