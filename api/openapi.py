@@ -70,7 +70,10 @@ IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "description": "One key, one task: repeating a request with its key returns the original task (200).",
+    "description": (
+        "One key, one task: repeating a request with its key returns the original task (200); after a 504, "
+        "it publishes the same task again (202). Keys starting with schedule: or batch: are refused (400)."
+    ),
     "schema": {"type": "string", "pattern": f"^[ -~]{{1,{MAX_KEY_LENGTH}}}$"},
 }
 
@@ -136,7 +139,7 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                     "responses": {
                         "200": _json("This Idempotency-Key's original task (nothing new accepted)", "Task"),
                         "202": _json("Accepted and confirmed by the broker", "Task"),
-                        "400": _error("Body is not valid JSON, or a malformed Idempotency-Key"),
+                        "400": _error("Body is not valid JSON, or a malformed or reserved Idempotency-Key"),
                         "409": _error(
                             "This Idempotency-Key was used for another request, or its first request is in progress"
                         ),
@@ -144,10 +147,14 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                         "415": _error("Content-Type is not application/json"),
                         "422": _error("Unknown task or invalid arguments"),
                         "503": _error(
-                            "Nothing was queued: broker or result store unavailable, or the broker blocks "
-                            "publishers (resource alarm); see Retry-After"
+                            "Nothing was queued: broker or result store unavailable (unavailable), the broker "
+                            "blocks publishers (broker_blocked), Redis is full (result_store_full) or read-only "
+                            "(result_store_read_only); see Retry-After"
                         ),
-                        "504": _error("Written but not confirmed in time: the task may run; error.task_id says which"),
+                        "504": _error(
+                            "Written but not confirmed in time: it may or may not be queued. Repeat the request "
+                            "with Idempotency-Key: error.idempotency_key until answered 200 or 202"
+                        ),
                     },
                 },
             },
@@ -160,7 +167,7 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                         "200": _json("The task", "Task"),
                         "404": _error("No task with this id was submitted"),
                         "422": _error(f"wait is not a number from 0 to {MAX_WAIT_SECONDS}"),
-                        "503": _error("Result store unavailable"),
+                        "503": _error("Result store unavailable, or this process holds API_MAX_WAITS waits"),
                     },
                 },
                 "delete": {
@@ -183,7 +190,7 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                         "404": _error("No task with this id was submitted"),
                         "422": _error("timeout out of range"),
                         "501": _error("The embedded result store sends no notifications"),
-                        "503": _error("Result store unavailable"),
+                        "503": _error("Result store unavailable, or this process holds API_MAX_WAITS streams"),
                     },
                 },
             },
@@ -194,11 +201,11 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                     "responses": {
                         "202": _json("The new task, linked by retry_of", "Task"),
                         "404": _error("No task with this id was submitted, or its record expired"),
-                        "409": _error("The task is not FAILURE or REVOKED, or was already retried"),
+                        "409": _error("The task is not FAILURE or REVOKED, was already retried, or is being retried"),
                         "422": _error("Its arguments are no longer valid against today's catalogue"),
                         "501": _error("The embedded result store keeps no records for retries"),
                         "503": _error("Broker or result store unavailable"),
-                        "504": _error("Written but not confirmed in time"),
+                        "504": _error("Written but not confirmed in time: repeat the retry to publish it again"),
                     },
                 },
             },
@@ -222,6 +229,7 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                                 "code": {"type": "string"},
                                 "message": {"type": "string"},
                                 "task_id": {"type": "string", "format": "uuid"},
+                                "idempotency_key": {"type": "string"},
                             },
                             "required": ["code", "message"],
                         }
@@ -240,6 +248,10 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                         "retries": {"type": "integer"},
                         "retry_of": {"type": "string", "format": "uuid"},
                         "retried_by": {"type": "string", "format": "uuid"},
+                        "unconfirmed": {
+                            "type": "boolean",
+                            "description": "Its publish was never confirmed and no worker took it: repeat the request",
+                        },
                         "submitted_at": {"type": ["string", "null"]},
                         "completed_at": {"type": ["string", "null"]},
                     },
