@@ -9,7 +9,7 @@ from typing import Any
 from celery import states
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from api import metrics, openapi
+from api import metrics
 from api.errors import ApiError, error_response
 from api.limits import DEFAULT_LIMIT, LISTED_STATES, MAX_EVENTS_SECONDS, MAX_LIMIT, MAX_WAIT_SECONDS
 from workqueue.catalogue import TaskDefinition, ValidationFailed
@@ -244,5 +244,4 @@ def metrics_endpoint() -> Response:
 
 @bp.get("/openapi.json")
 def openapi_document() -> Response:
-    client = _client()
-    return jsonify(openapi.document(client.catalogue, secured=bool(client.settings.api_tokens)))
+    return Response(current_app.extensions["workqueue-openapi"], mimetype="application/json")

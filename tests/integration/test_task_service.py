@@ -27,7 +27,9 @@ def service(tmp_path_factory):
     """(Flask test client, Redis server) with a worker running."""
     with servers.started(servers.RabbitMQ()) as node, servers.started(servers.Redis()) as redis_server:
         runtime = str(tmp_path_factory.mktemp("service"))
-        app = create_app(Settings(broker_url=node.url, result_backend=redis_server.url, runtime_dir=runtime))
+        app = create_app(
+            Settings(broker_url=node.url, result_backend=redis_server.url, runtime_dir=runtime, api_auth="off")
+        )
         worker = Worker(node.url, redis_server.url, name="service", WORKER_CONCURRENCY="3").start()
         try:
             worker.wait_ready()
