@@ -179,8 +179,14 @@ def retry_task(task_id: str) -> tuple[Response, int, dict[str, str]]:
         raise ApiError(status, "not_found" if status == 404 else exc.kind, str(exc)) from None
     except ValidationFailed as exc:
         raise ApiError(422, exc.code, f"no longer valid against today's catalogue: {exc.message}") from None
-    view = _client().describe(new_id) or {"id": new_id, "state": states.PENDING, "retry_of": task_id}
-    metrics.task_sent(_client().catalogue[view["task"]])
+    client = _client()
+    view = client.describe(new_id)
+    # The new task's name is its record's; without a view (Redis lost it at
+    # once) the original's record names the same task, or the answer goes without.
+    name = view["task"] if view else (client.record(task_id) or {}).get("task")
+    if name in client.catalogue:
+        metrics.task_sent(client.catalogue[name])
+    view = view or {"id": new_id, "task": name, "state": states.PENDING, "retry_of": task_id}
     return jsonify(view), 202, {"Location": url_for("tasks.get_task", task_id=new_id)}
 
 

@@ -17,6 +17,7 @@ from celery.exceptions import Ignore
 
 from worker import metrics
 from workqueue.catalogue import Catalogue, TaskContext, TaskDefinition
+from workqueue.celery_app import settings_of
 from workqueue.revocations import Revocations
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class WorkqueueTask(Task):
             raise Ignore()
 
     def _count_delivery(self) -> None:
-        limit = self.app.conf.workqueue_settings.task_max_deliveries
+        limit = settings_of(self.app).task_max_deliveries
         key = f"workqueue-deliveries-{self.request.id}"
         raw = self.backend.get(key)
         # The first delivery was not counted (it was not flagged redelivered).
@@ -92,7 +93,7 @@ def _runner(definition: TaskDefinition) -> Callable[..., Any]:
 
 def _revoked(task: Task) -> bool:
     """Whether this running task was revoked; a result store that does not answer means no."""
-    revocations = Revocations(task.backend, task.app.conf.workqueue_settings.result_expires)
+    revocations = Revocations(task.backend, settings_of(task.app).result_expires)
     try:
         return task.request.id in revocations
     except (*getattr(task.backend, "connection_errors", ()), OSError) as exc:  # it must outlive a Redis outage

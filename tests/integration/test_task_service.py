@@ -6,6 +6,7 @@ tasks), the API in-process and a real worker.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -66,6 +67,22 @@ def all_pages(http, query: str) -> list[dict]:
             return found
 
 
+def _cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+CRAFTED_CURSORS = (
+    "[" + "9" * 400 + ', "0b6f1a6e-0a66-4a39-9c49-6b9d0cf8c8e2"]',  # OverflowError in float()
+    '[NaN, "0b6f1a6e-0a66-4a39-9c49-6b9d0cf8c8e2"]',  # Redis refuses a NaN score
+    '[1e400, "0b6f1a6e-0a66-4a39-9c49-6b9d0cf8c8e2"]',
+    '[-1, "0b6f1a6e-0a66-4a39-9c49-6b9d0cf8c8e2"]',
+    '[1, "x"]',
+    '{"a": 1, "b": 2}',
+    "[1, 2, 3]",
+    "null",
+)
+
+
 def redis_calls(redis_server, command: str) -> int:
     stats = redis.Redis(port=redis_server.port).info("commandstats")
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
@@ -114,6 +131,9 @@ def test_the_list_follows_state_changes_and_forgets_expired_tasks(service):
     [
         ("cursor=not-a-cursor", 400, "invalid_cursor"),
         ("cursor=WzEsMl0", 400, "invalid_cursor"),  # valid base64 of [1,2]: not ours
+        # Valid base64 JSON of the wrong shape or with numbers no float holds: 500 before, 400 now.
+        *((f"cursor={_cursor(raw)}", 400, "invalid_cursor") for raw in CRAFTED_CURSORS),
+        ("cursor=" + "A" * 5000, 400, "invalid_cursor"),
         ("limit=0", 422, "invalid_parameter"),
         ("limit=501", 422, "invalid_parameter"),
         ("limit=ten", 422, "invalid_parameter"),
