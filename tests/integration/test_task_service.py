@@ -15,6 +15,7 @@ import redis
 
 from api.app import create_app
 from testing import servers
+from testing.faults import report
 from testing.processes import Worker
 from testing.servers import wait_until
 from workqueue import index
@@ -244,3 +245,29 @@ def test_only_failed_or_revoked_tasks_can_be_retried(service):
     assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "not_failed"
     unknown = http.post("/tasks/00000000-0000-0000-0000-000000000000/retry")
     assert unknown.status_code == 404
+
+
+def test_a_list_reads_names_and_times_not_the_arguments(service, failed_task):
+    """GET /tasks?limit=500 used to read every listed record whole (arguments up to 256 KB each)."""
+    http, redis_server = service
+    numbers = [1234567.891234567 + i for i in range(10_000)]  # ~190 KB of arguments per task
+    ids = [submit(http, "xsum", numbers) for _ in range(8)]
+    retried = http.post(f"/tasks/{failed_task}/retry")
+    assert retried.status_code in (202, 409)  # 409: an earlier test retried it already
+    retry_id = http.get(f"/tasks/{failed_task}").get_json()["retried_by"]
+    direct = redis.Redis(port=redis_server.port)
+    records = sum(direct.strlen(f"workqueue-submitted-{task_id}") for task_id in ids)
+    before = direct.info("stats")["total_net_output_bytes"]
+    page = http.get("/tasks?limit=500").get_json()
+    read = direct.info("stats")["total_net_output_bytes"] - before
+    listed = {view["id"]: view for view in page["tasks"]}
+    for task_id in [*ids, retry_id]:
+        alone = http.get(f"/tasks/{task_id}").get_json()
+        for field in ("task", "submitted_at", "retry_of"):
+            assert listed[task_id].get(field) == alone.get(field), (task_id, field)
+    assert listed[retry_id]["retry_of"] == failed_task
+    assert records > 1_000_000 and read < 100_000, f"read {read} bytes to list {len(listed)} tasks"
+    report(
+        f"[cost figures] listing: {len(listed)} tasks, {records // 1024} KiB of arguments in their records, "
+        f"{read // 1024} KiB read from Redis for the page"
+    )
