@@ -230,9 +230,12 @@ class RabbitMQ:
             self.process.stop(timeout=60)
             self.process = None
 
-    def ctl(self, *args: str) -> str:
+    def ctl(self, *args: str, stdin: str | None = None) -> str:
+        """rabbitmqctl against this node; ``stdin`` keeps a secret (add_user's password) out of its arguments."""
         argv = [str(RABBITMQ_SCRIPTS / "rabbitmqctl"), "-n", self.node, *args]
-        return subprocess.run(argv, env=self.env(), capture_output=True, text=True, check=True, timeout=60).stdout
+        return subprocess.run(
+            argv, env=self.env(), input=stdin, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
 
     def destroy(self) -> None:
         self.stop()

@@ -268,6 +268,6 @@ def test_a_list_reads_names_and_times_not_the_arguments(service, failed_task):
     assert listed[retry_id]["retry_of"] == failed_task
     assert records > 1_000_000 and read < 100_000, f"read {read} bytes to list {len(listed)} tasks"
     report(
-        f"[cost figures] listing: {len(listed)} tasks, {records // 1024} KiB of arguments in their records, "
+        f"[fault figures] listing: {len(listed)} tasks, {records // 1024} KiB of arguments in their records, "
         f"{read // 1024} KiB read from Redis for the page"
     )
