@@ -219,6 +219,12 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                 }
             },
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Metrics"}}}},
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+                }
+            },
         },
         "components": {
             "schemas": {
