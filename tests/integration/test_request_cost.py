@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import re
 import secrets
 import statistics
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import requests
@@ -33,6 +31,7 @@ import yaml
 
 from testing.faults import report
 from testing.processes import REPO, Api
+from testing.servers import group_members
 
 pytestmark = pytest.mark.integration
 
@@ -136,15 +135,11 @@ def load(base: str, tokens: tuple[str, str], seconds: float, threads: int, resul
 def api_rss(pgid: int) -> int:
     """Resident memory of every process of the API (gunicorn's master and its workers), in bytes."""
     total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry in group_members(pgid):
         try:
-            if os.getpgid(int(entry.name)) != pgid:
-                continue
             status = (entry / "status").read_text()
-        except (OSError, ProcessLookupError):
-            continue
+        except OSError:
+            continue  # it exited meanwhile
         found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
         total += int(found[1]) * 1024 if found else 0
     return total

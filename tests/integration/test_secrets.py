@@ -10,12 +10,10 @@ included), and the command line of every process the test started.
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -25,7 +23,7 @@ import requests
 from testing import servers
 from testing.faults import report
 from testing.processes import REPO, Api, Worker, wait_for_state
-from testing.servers import free_port, wait_until
+from testing.servers import command_lines, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -98,20 +96,6 @@ def celery_cli(env: dict[str, str], *args: str) -> str:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
-
-
-def command_lines(pgid: int) -> dict[int, str]:
-    """The command line of every live process of a process group (each test process leads its own)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry.name)) == pgid:
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ProcessLookupError):
-            continue
-    return found
 
 
 def test_no_password_or_token_shows_anywhere_a_reader_can_see(services, protected):

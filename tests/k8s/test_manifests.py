@@ -27,7 +27,16 @@ import requests
 from dev import manifests as kube
 from dev.manifests import DEPLOY, KUBE_VERSIONS, REPO, containers, load_all, pod_spec, render
 from testing.processes import _SCRUBBED_PREFIXES
-from testing.servers import Process, RabbitMQ, Redis, free_port, new_server_dir, started, wait_until
+from testing.servers import (
+    Process,
+    RabbitMQ,
+    Redis,
+    command_lines,
+    free_port,
+    new_server_dir,
+    started,
+    wait_until,
+)
 from tests.k8s import policy
 
 README = DEPLOY / "README.md"
@@ -417,19 +426,6 @@ def test_worker_exits_cleanly_within_its_grace_period(cluster: Cluster, worker: 
     assert time.monotonic() - started < grace
 
 
-def _cmdlines(pid: int) -> list[str]:
-    """The command lines of ``pid`` and of every process in its process group."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == pid:
-                    found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-            except (OSError, ProcessLookupError):
-                continue
-    return found
-
-
 @pytest.mark.integration
 def test_redis_runs_with_the_secrets_password_which_is_on_no_command_line(tmp_path: Path) -> None:
     """The StatefulSet's own command, run locally: its mounts are folders here, its port a free one."""
@@ -458,7 +454,7 @@ def test_redis_runs_with_the_secrets_password_which_is_on_no_command_line(tmp_pa
             redis.Redis(port=port).ping()
         written = mounts["/run/redis"] / "redis.conf"
         assert oct(written.stat().st_mode & 0o777) == "0o600", "readable by Redis' user alone"
-        cmdlines = _cmdlines(process.pid)
+        cmdlines = list(command_lines(process.pid).values())
         assert any("redis-server" in line for line in cmdlines), cmdlines
         assert not any(password in line or secrets_part(password) in line for line in cmdlines), cmdlines
         # The probes authenticate from the environment (REDISCLI_AUTH), as in the pod.
