@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import socket
 import threading
 import time
@@ -52,6 +53,12 @@ KEEPALIVE = object()  # yielded by a watch after quiet seconds (see TaskClient.w
 T = TypeVar("T")
 # Keys per MGET when reading many tasks at once.
 READ_BATCH = 1000
+# Listing reads of each submission record its start (task name, submission
+# time) and its end (retry_of), never the arguments between (up to 256 KB
+# each, which a list does not show): see ``_listed_views``.
+LISTED_HEAD, LISTED_TAIL = 512, 64
+_RECORD_HEAD = re.compile(r'\{"task": ("(?:[^"\\]|\\.)*"), "submitted_at": ("[^"\\]*")')
+_RECORD_TAIL = re.compile(r', "retry_of": ("[0-9a-f-]{36}")\}$')
 
 
 class DependencyUnavailable(RuntimeError):
@@ -460,7 +467,7 @@ class TaskClient:
                 if state is not None:
                     # Read only the stored states first; describe the matches alone.
                     candidates = self._matching(candidates, state)
-                views = self.describe_many(candidates)
+                views = self._listed_views(candidates)
             expired = []
             for task_id, score in entries:
                 position, scanned = (score, task_id), scanned + 1
@@ -478,6 +485,41 @@ class TaskClient:
             if len(entries) < wanted:
                 return found, None
         return found, index.encode_cursor(*position) if position else None
+
+    def _listed_views(self, task_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """``describe_many`` for a list: of each record only its head and tail (name, time, retry_of).
+
+        A record whose head is not laid out as ``submit`` writes it is read
+        whole, so nothing is ever shown wrong, only read in full.
+        """
+        backend, redis = self.celery.backend, self._redis()
+        views: dict[str, dict[str, Any] | None] = {}
+        for start in range(0, len(task_ids), READ_BATCH):
+            chunk = task_ids[start : start + READ_BATCH]
+            with redis.pipeline(transaction=False) as pipe:
+                for task_id in chunk:
+                    pipe.getrange(self._record_key(task_id), 0, LISTED_HEAD - 1)
+                    pipe.getrange(self._record_key(task_id), -LISTED_TAIL, -1)
+                pipe.mget([*(backend.get_key_for_task(i) for i in chunk), *(self._retried_key(i) for i in chunk)])
+                *parts, raws = pipe.execute()
+            n = len(chunk)
+            for at, task_id in enumerate(chunk):
+                record = self._record_summary(task_id, parts[2 * at], parts[2 * at + 1])
+                views[task_id] = self._view(task_id, record, raws[at], raws[n + at])
+        return views
+
+    def _record_summary(self, task_id: str, head: bytes, tail: bytes) -> str | None:
+        """The record's name, time and retry_of as a small JSON object (None: no record)."""
+        if not head:
+            return None
+        found = _RECORD_HEAD.match(head.decode("utf-8", "replace"))
+        if found is None:  # not the layout submit writes: read it all
+            return self.celery.backend.get(self._record_key(task_id))
+        summary = {"task": json.loads(found[1]), "submitted_at": json.loads(found[2])}
+        retry_of = _RECORD_TAIL.search(tail.decode("utf-8", "replace"))
+        if retry_of:
+            summary["retry_of"] = json.loads(retry_of[1])
+        return json.dumps(summary)
 
     def _matching(self, task_ids: list[str], state: str) -> list[str]:
         """The ids whose stored state is ``state`` (no stored state: PENDING, or expired)."""
