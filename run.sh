@@ -27,8 +27,9 @@ python="${PYTHON:-python3}"
 # Validate the configuration and take the resolved values (RUNTIME_DIR,
 # WORKER_DEBUG_LEVEL, ...) from the one settings module, so no default is
 # written twice. A bad value stops here: one line on stderr, exit 2.
+# --api adds what only the API needs (a token unless API_AUTH=off).
 check_settings() {
-  settings=$("$python" -m workqueue.settings --shell)
+  settings=$("$python" -m workqueue.settings --shell "$@")
   eval "$settings"
   mkdir -p "$RUNTIME_DIR"
 }
@@ -56,7 +57,7 @@ case "$mode" in
       "$@"
     ;;
   api)
-    check_settings
+    check_settings --api
     metrics_dir api
     exec "$python" -m gunicorn -c api/gunicorn_conf.py "$@" 'api.app:create_app()'
     ;;

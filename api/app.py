@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import auth, errors, limits, metrics
+from api import auth, errors, limits, metrics, openapi
 from api.routes import bp
 from workqueue import tracing
 from workqueue.client import TaskClient
@@ -19,8 +19,13 @@ def create_app(settings: Settings | None = None, client: TaskClient | None = Non
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=limits.MAX_BODY_BYTES, **config)
     app.json.sort_keys = False  # fields in the order the views build them
-    app.extensions["workqueue"] = client or TaskClient(settings)
-    auth.install(app, settings.api_tokens)
+    auth.install(app, settings)  # first: no token with API_AUTH=required refuses to build the app
+    app.extensions["workqueue"] = client = client or TaskClient(settings)
+    # Built once per process: anyone may ask for it, so a loop of requests
+    # must not rebuild it (and it changes only with the catalogue).
+    app.extensions["workqueue-openapi"] = openapi.serialized(
+        app, client.catalogue, secured=settings.api_auth == "required"
+    )
     app.register_blueprint(bp)
     errors.register(app)
     metrics.instrument(app)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+from http import HTTPStatus
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -48,6 +49,21 @@ OPEN_WAITS = Gauge(
 )
 
 
+# Label values come from fixed sets only: whatever path, method or status a
+# client provokes, it cannot create a time series of its own (each costs
+# memory in every process and in Prometheus).  Routes are the app's URL
+# rules or "unmatched"; methods one of these or "other"; statuses the
+# standard codes, or their class.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+STATUSES = frozenset(int(status) for status in HTTPStatus)
+
+
+def labels_of(rule: str | None, method: str, status: int) -> tuple[str, str, str]:
+    """(route, method, status) label values of one request, each from a fixed set."""
+    shown_status = str(status) if status in STATUSES else f"{status // 100 % 10}xx"
+    return rule or "unmatched", method if method in METHODS else "other", shown_status
+
+
 def render() -> Response:
     return Response(generate_latest(scrape_registry()), mimetype=CONTENT_TYPE_LATEST)
 
@@ -63,9 +79,10 @@ def instrument(app: Flask) -> None:
     def record(response: Response) -> Response:
         # The route template ("/tasks/<task_id>"), never the raw path: ids
         # would make one time series per task.
-        route = request.url_rule.rule if request.url_rule else "unmatched"
+        rule = request.url_rule.rule if request.url_rule else None
+        route, method, status = labels_of(rule, request.method, response.status_code)
         started = g.pop("metrics_started", None)
         if started is not None:
-            LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
-        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+            LATENCY.labels(route, method).observe(time.perf_counter() - started)
+        REQUESTS.labels(route, method, status).inc()
         return response

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Flask
+
 from api.limits import LISTED_STATES, MAX_BODY_BYTES, MAX_EVENTS_SECONDS, MAX_LIMIT, MAX_WAIT_SECONDS
 from workqueue.catalogue import Catalogue
 from workqueue.idempotency import MAX_KEY_LENGTH
@@ -84,7 +86,7 @@ def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str
 
 
 def document(tasks: Catalogue, secured: bool = False) -> dict[str, Any]:
-    """The OpenAPI document; ``secured``: /tasks* need a bearer token (API_TOKENS)."""
+    """The OpenAPI document; ``secured``: /tasks* need a bearer token (API_AUTH=required)."""
     doc = _document(tasks)
     if secured:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
@@ -94,7 +96,14 @@ def document(tasks: Catalogue, secured: bool = False) -> dict[str, Any]:
                     if name != "parameters":
                         operation["security"] = [{"bearer": []}]
                         operation["responses"]["401"] = _error("Missing or wrong bearer token")
+                        if name != "get":
+                            operation["responses"]["403"] = _error("The token may only read (API_READ_TOKENS)")
     return doc
+
+
+def serialized(app: Flask, tasks: Catalogue, secured: bool) -> bytes:
+    """The document as the bytes ``/openapi.json`` serves (made once per process)."""
+    return app.json.dumps(document(tasks, secured)).encode()
 
 
 def _document(tasks: Catalogue) -> dict[str, Any]:
@@ -217,6 +226,12 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                 }
             },
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Metrics"}}}},
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+                }
+            },
         },
         "components": {
             "schemas": {

@@ -10,7 +10,7 @@ from typing import Any
 from celery import states
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from api import metrics, openapi
+from api import metrics
 from api.errors import ApiError, error_response
 from api.limits import (
     DEFAULT_LIMIT,
@@ -208,8 +208,14 @@ def retry_task(task_id: str) -> tuple[Response, int, dict[str, str]]:
         raise ApiError(422, exc.code, f"no longer valid against today's catalogue: {exc.message}") from None
     except IdempotencyConflict:  # a repeat of a retry whose publish was unconfirmed, while another republishes it
         raise ApiError(409, "retry_in_progress", f"task {task_id} is being retried by another request") from None
-    view = _client().describe(new_id) or {"id": new_id, "state": states.PENDING, "retry_of": task_id}
-    metrics.task_sent(_client().catalogue[view["task"]])
+    client = _client()
+    view = client.describe(new_id)
+    # The new task's name is its record's; without a view (Redis lost it at
+    # once) the original's record names the same task, or the answer goes without.
+    name = view["task"] if view else (client.record(task_id) or {}).get("task")
+    if name in client.catalogue:
+        metrics.task_sent(client.catalogue[name])
+    view = view or {"id": new_id, "task": name, "state": states.PENDING, "retry_of": task_id}
     return jsonify(view), 202, {"Location": url_for("tasks.get_task", task_id=new_id)}
 
 
@@ -273,5 +279,4 @@ def metrics_endpoint() -> Response:
 
 @bp.get("/openapi.json")
 def openapi_document() -> Response:
-    client = _client()
-    return jsonify(openapi.document(client.catalogue, secured=bool(client.settings.api_tokens)))
+    return Response(current_app.extensions["workqueue-openapi"], mimetype="application/json")

@@ -33,18 +33,23 @@ from workqueue.settings import from_env_or_exit
 POLL_SECONDS = 0.05
 
 
+# Plausible arguments for the reference tasks: what the round and rate modes
+# submit.  Tasks of TASK_MODULES have none; batch mode submits them with the
+# arguments given (--args/--kwargs, --from).
+EXAMPLES: dict[str, Callable[[random.Random], dict[str, Any]]] = {
+    "add": lambda rng: {"x": rng.randint(0, 100), "y": rng.randint(0, 100)},
+    "mul": lambda rng: {"x": rng.randint(0, 100), "y": rng.randint(0, 100)},
+    "xsum": lambda rng: {"numbers": [rng.randint(0, 100) for _ in range(10)]},
+    "dump_context": lambda rng: {"x": rng.randint(0, 100), "y": "hello"},
+    "pi": lambda rng: {"digits": 100},
+    "sleep": lambda rng: {"seconds": 1},
+    "flaky": lambda rng: {"failures": 1},
+}
+
+
 def example_args(name: str, rng: random.Random) -> dict[str, Any]:
-    """Plausible arguments for each catalogued task."""
-    examples: dict[str, Callable[[], dict[str, Any]]] = {
-        "add": lambda: {"x": rng.randint(0, 100), "y": rng.randint(0, 100)},
-        "mul": lambda: {"x": rng.randint(0, 100), "y": rng.randint(0, 100)},
-        "xsum": lambda: {"numbers": [rng.randint(0, 100) for _ in range(10)]},
-        "dump_context": lambda: {"x": rng.randint(0, 100), "y": "hello"},
-        "pi": lambda: {"digits": 100},
-        "sleep": lambda: {"seconds": 1},
-        "flaky": lambda: {"failures": 1},
-    }
-    return examples[name]()
+    """Plausible arguments for a task of ``EXAMPLES``."""
+    return EXAMPLES[name](rng)
 
 
 @dataclass
@@ -94,6 +99,12 @@ def parse_args(argv: Sequence[str] | None, tasks: Sequence[str] | None = None) -
     args.batch_mode = bool(args.batch or args.source or args.no_wait or args.idempotency_key)
     if args.batch_mode and not args.source and len(args.task or []) != 1:
         parser.error("batch mode needs exactly one --task (or --from FILE)")
+    without_examples = sorted(set(args.task or ()) - set(EXAMPLES))
+    if not args.batch_mode and without_examples:
+        parser.error(
+            f"--task {without_examples[0]}: no example arguments to submit it with; "
+            f"use batch mode with its arguments (--batch --task {without_examples[0]} --args '[...]')"
+        )
     args.task = args.task or ["add", "mul"]
     return args
 

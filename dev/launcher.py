@@ -66,6 +66,22 @@ def choose_backends(
     return chosen, notes
 
 
+def choose_access(env: dict[str, str]) -> str:
+    """Who may use the local API, said in the first line: without a token it is open, deliberately.
+
+    The services refuse to start an API with auth on and no token (the
+    default everywhere else); on a laptop with no token given, this sets
+    ``API_AUTH=off`` explicitly instead.
+    """
+    if env.get("API_TOKENS", "").strip(", ") or env.get("API_READ_TOKENS", "").strip(", "):
+        return "bearer token required (API_TOKENS)"
+    if not env.get("API_AUTH", "").strip():
+        env["API_AUTH"] = "off"
+    if env["API_AUTH"].strip().lower() == "off":
+        return "open to anyone (API_AUTH=off; set API_TOKENS to require a token)"
+    return f"API_AUTH={env['API_AUTH']} with no token: the API will refuse to start (set API_TOKENS)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the workqueue API and a worker locally.")
     parser.add_argument("--data-dir", default=str(REPO / ".workqueue-data"), help="embedded broker/results/runtime")
@@ -84,11 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("PYTHON", sys.executable)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     port = env.setdefault("PORT", "8000")
-    access = (
-        "bearer token required (API_TOKENS)"
-        if env.get("API_TOKENS")
-        else "open to anyone (set API_TOKENS to require a token)"
-    )
+    access = choose_access(env)
     print(f"workqueue: {'; '.join(notes)}; API on http://127.0.0.1:{port}, {access}", flush=True)
 
     run_sh = str(REPO / "run.sh")

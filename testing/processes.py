@@ -29,8 +29,15 @@ _SCRUBBED_PREFIXES = (
 
 
 def service_env(broker_url: str, backend_url: str, runtime_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a service under test; ``extra`` adds or overrides variables.
+
+    The API is open (``API_AUTH=off``) unless ``extra`` gives it tokens
+    (``API_TOKENS``/``API_READ_TOKENS``) or says ``API_AUTH`` itself.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+    given_tokens = extra.get("API_TOKENS") or extra.get("API_READ_TOKENS")
     env.update(
+        API_AUTH="required" if given_tokens else "off",
         BROKER_URL=broker_url,
         RESULT_BACKEND=backend_url,
         RUNTIME_DIR=str(runtime_dir),

@@ -103,6 +103,26 @@ class Process:
         return ""
 
 
+def group_members(pgid: int) -> list[Path]:
+    """``/proc/<pid>`` of every live process of process group ``pgid`` (each ``Process`` leads its own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(entry.name)) == pgid:
+                    found.append(entry)
+    return found
+
+
+def command_lines(pgid: int) -> dict[int, str]:
+    """The command line of every live process of process group ``pgid``, by pid."""
+    lines = {}
+    for entry in group_members(pgid):
+        with contextlib.suppress(OSError):
+            lines[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    return lines
+
+
 def kill_all() -> None:
     for process in list(Process.registry):
         process.kill()
@@ -230,9 +250,12 @@ class RabbitMQ:
             self.process.stop(timeout=60)
             self.process = None
 
-    def ctl(self, *args: str) -> str:
+    def ctl(self, *args: str, stdin: str | None = None) -> str:
+        """rabbitmqctl against this node; ``stdin`` keeps a secret (add_user's password) out of its arguments."""
         argv = [str(RABBITMQ_SCRIPTS / "rabbitmqctl"), "-n", self.node, *args]
-        return subprocess.run(argv, env=self.env(), capture_output=True, text=True, check=True, timeout=60).stdout
+        return subprocess.run(
+            argv, env=self.env(), input=stdin, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
 
     def destroy(self) -> None:
         self.stop()

@@ -66,10 +66,19 @@ def backend_url() -> Iterator[str]:
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings for in-process clients; keyword arguments override fields."""
+    """Settings for in-process clients; keyword arguments override fields.
+
+    The API they build is open (``API_AUTH=off``, said here explicitly): tests
+    of access control pass ``api_auth="required"`` and tokens.
+    """
 
     def make(broker: str, backend: str, **overrides: object) -> Settings:
-        fields: dict[str, object] = {"broker_url": broker, "result_backend": backend, "runtime_dir": str(tmp_path)}
+        fields: dict[str, object] = {
+            "broker_url": broker,
+            "result_backend": backend,
+            "runtime_dir": str(tmp_path),
+            "api_auth": "off",
+        }
         fields.update(overrides)
         return Settings(**fields).validated()  # type: ignore[arg-type]
 

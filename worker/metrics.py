@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from workqueue import catalogue
-from workqueue.celery_app import DEFAULT_QUEUE
+from workqueue.celery_app import DEFAULT_QUEUE, settings_of
 from workqueue.client import queue_status
 from workqueue.prometheus import scrape_registry
 
@@ -187,14 +187,14 @@ class MetricsServerStep(bootsteps.StartStopStep):
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.port = worker.app.conf.workqueue_settings.worker_metrics_port
+        self.port = settings_of(worker.app).worker_metrics_port
         self.server: Any = None
 
     def start(self, worker: Any) -> None:
         if not self.port:
             return
         registry = scrape_registry()
-        settings = worker.app.conf.workqueue_settings
+        settings = settings_of(worker.app)
         queues = sorted({*settings.worker_queues, *catalogue.for_settings(settings).queues})
         registry.register(QueueDepthCollector(worker.app, queues))
         registry.register(WorkerStateCollector(worker))

@@ -23,6 +23,8 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
+from workqueue.celery_app import settings_of
+
 HEARTBEAT_FILE = "worker.heartbeat"
 READY_FILE = "worker.ready"
 LOOP_TICK_SECONDS = 1.0
@@ -105,7 +107,7 @@ class HeartbeatStep(bootsteps.StartStopStep):
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        settings = worker.app.conf.workqueue_settings
+        settings = settings_of(worker.app)
         worker.probe_files = ProbeFiles(settings.runtime_dir, settings.heartbeat_interval)
 
     def start(self, worker: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery, bootsteps
 from celery.worker import state as worker_state
 
+from workqueue.celery_app import settings_of
 from workqueue.revocations import Revocations
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class RevokedLoaderStep(bootsteps.StartStopStep):
         self._timer_entry: Any = None
 
     def start(self, consumer: Any) -> None:
-        settings = consumer.app.conf.workqueue_settings
+        settings = settings_of(consumer.app)
         revocations = Revocations(consumer.app.backend, settings.result_expires)
 
         def load() -> None:

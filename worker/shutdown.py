@@ -23,6 +23,8 @@ from typing import Any
 from celery import Celery, bootsteps
 from celery.signals import worker_shutting_down
 
+from workqueue.celery_app import settings_of
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,7 +33,7 @@ class BoundedShutdownStep(bootsteps.Step):
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.timeout = worker.app.conf.workqueue_settings.worker_shutdown_timeout
+        self.timeout = settings_of(worker.app).worker_shutdown_timeout
         self.timer: threading.Timer | None = None
         worker_shutting_down.connect(self.on_shutting_down, weak=False)
 

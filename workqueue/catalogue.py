@@ -19,8 +19,9 @@ retries, progress reporting) without importing Celery.
 Validation runs jsonschema against the very schema that is published, so
 what ``/openapi.json`` documents is exactly what is accepted (pydantic's own
 validation differs from its JSON Schema in corners such as 2.0 for an
-integer).  Only catalogued names can be submitted: never Celery internals
-such as ``celery.chord_unlock``.
+integer), at a cost bounded by ``workqueue/validation.py``.  Only
+catalogued names can be submitted: never Celery internals such as
+``celery.chord_unlock``.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pydantic
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import ValidationError
 
 from workqueue.celery_app import DEFAULT_QUEUE
+from workqueue.validation import ArgumentValidator
 
 DEFAULT_MODULES = ("workqueue.tasks",)
 CELERY_PREFIX = "workqueue."
@@ -101,8 +103,8 @@ class TaskDefinition:
         return len(self.schema.get("required", ()))
 
     @functools.cached_property
-    def _validator(self) -> Draft202012Validator:
-        return Draft202012Validator(self.schema)
+    def _validator(self) -> ArgumentValidator:
+        return ArgumentValidator(self.schema)
 
     def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Check ``args``/``kwargs`` against the schema; return them as kwargs."""
@@ -118,9 +120,8 @@ class TaskDefinition:
                     "invalid_arguments", f"{self.name} got argument {name!r} both positionally and by keyword"
                 )
         bound.update(kwargs)
-        errors = sorted(self._validator.iter_errors(bound), key=lambda e: list(e.absolute_path))
-        if errors:
-            first = errors[0]
+        first = self._validator.first_error(bound)
+        if first is not None:
             where = ".".join(str(p) for p in first.absolute_path)
             prefix = f"argument {where!r}: " if where else ""
             raise ValidationFailed("invalid_arguments", f"{self.name}: {prefix}{_describe(first)}")

@@ -147,13 +147,22 @@ def create_celery(settings: Settings | None = None, role: Role = "worker") -> Ce
     app = Celery("workqueue", set_as_current=False)
     app.config_from_object(celery_config(settings, role))
     result_store.use_for(app, settings.result_backend)  # one round trip per stored state
-    app.conf.workqueue_settings = settings
+    app.workqueue_settings = settings  # read it with settings_of(app); never in app.conf
     return app
 
 
 def settings_of(app: Celery) -> Settings:
-    """The ``Settings`` an app was built from."""
-    settings: Settings = app.conf.workqueue_settings
+    """The settings ``app`` was built from (``create_celery``).
+
+    Kept on the app object, not in ``app.conf``: the configuration is what
+    ``celery inspect conf`` and Flower show, printing values Celery does not
+    know with ``repr``, and these settings hold the broker and Redis
+    passwords and the API's tokens.  (Celery masks the passwords of
+    ``broker_url`` and ``result_backend`` itself.)
+    """
+    settings = getattr(app, "workqueue_settings", None)
+    if settings is None:
+        raise LookupError("this Celery app was not built by workqueue.celery_app.create_celery")
     return settings
 
 

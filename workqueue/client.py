@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import socket
 import threading
 import time
@@ -52,6 +53,12 @@ KEEPALIVE = object()  # yielded by a watch after quiet seconds (see TaskClient.w
 T = TypeVar("T")
 # Keys per MGET when reading many tasks at once.
 READ_BATCH = 1000
+# Listing reads of each submission record its start (task name, submission
+# time) and its end (retry_of), never the arguments between (up to 256 KB
+# each, which a list does not show): see ``_listed_views``.
+LISTED_HEAD, LISTED_TAIL = 512, 64
+ARGUMENTS_MARK = ', "kwargs": '  # where the arguments start in a record (``_record_json``)
+_RECORD_TAIL = re.compile(r', "retry_of": ("[0-9a-f-]{36}")\}$')
 
 
 class DependencyUnavailable(RuntimeError):
@@ -294,13 +301,14 @@ class TaskClient:
     ) -> str:
         now = time.time()
         # The arguments stay with the record: a retry resubmits them.
-        record = {"task": definition.name, "submitted_at": _isoformat(now), "kwargs": dict(kwargs)}
+        record: dict[str, Any] = {"task": definition.name, "submitted_at": _isoformat(now)}
         if retry_of:
             record["retry_of"] = retry_of
+        record["kwargs"] = dict(kwargs)
         key = self._record_key(task_id)
         with self._unavailable("result backend"):
             try:
-                self._store_record(key, json.dumps(record), task_id, definition.name, now)
+                self._store_record(key, _record_json(record), task_id, definition.name, now)
             except self.errors:
                 self._forget(key)  # a full Redis may have taken the record and refused the index
                 raise
@@ -338,9 +346,9 @@ class TaskClient:
         else:
             record.pop("unconfirmed", None)
         if redis is not None:
-            redis.set(key, json.dumps(record), xx=True, keepttl=True)
+            redis.set(key, _record_json(record), xx=True, keepttl=True)
         else:
-            self.celery.backend.set(key, json.dumps(record))
+            self.celery.backend.set(key, _record_json(record))
 
     def _settle(self, key: str, claim: Claim, state: str) -> None:
         # The task is queued (or may be): if Redis fails now, the claim stays
@@ -460,7 +468,7 @@ class TaskClient:
                 if state is not None:
                     # Read only the stored states first; describe the matches alone.
                     candidates = self._matching(candidates, state)
-                views = self.describe_many(candidates)
+                views = self._listed_views(candidates)
             expired = []
             for task_id, score in entries:
                 position, scanned = (score, task_id), scanned + 1
@@ -478,6 +486,51 @@ class TaskClient:
             if len(entries) < wanted:
                 return found, None
         return found, index.encode_cursor(*position) if position else None
+
+    def _listed_views(self, task_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """``describe_many`` for a list: of each record only its head and tail (name, time, retry_of).
+
+        A record whose head is not laid out as ``submit`` writes it is read
+        whole, so nothing is ever shown wrong, only read in full.
+        """
+        backend, redis = self.celery.backend, self._redis()
+        views: dict[str, dict[str, Any] | None] = {}
+        for start in range(0, len(task_ids), READ_BATCH):
+            chunk = task_ids[start : start + READ_BATCH]
+            with redis.pipeline(transaction=False) as pipe:
+                for task_id in chunk:
+                    pipe.getrange(self._record_key(task_id), 0, LISTED_HEAD - 1)
+                    pipe.getrange(self._record_key(task_id), -LISTED_TAIL, -1)
+                pipe.mget([*(backend.get_key_for_task(i) for i in chunk), *(self._retried_key(i) for i in chunk)])
+                *parts, raws = pipe.execute()
+            n = len(chunk)
+            for at, task_id in enumerate(chunk):
+                record = self._record_summary(task_id, parts[2 * at], parts[2 * at + 1])
+                views[task_id] = self._view(task_id, record, raws[at], raws[n + at])
+        return views
+
+    def _record_summary(self, task_id: str, head: bytes, tail: bytes) -> str | None:
+        """The record without its arguments, as JSON (None: no record).
+
+        ``submit`` writes the arguments last (``_record_json``), so what a
+        list shows is the JSON object in the head, before ``, "kwargs": ``
+        (unescaped quotes occur in JSON only around keys and strings, so
+        that text cannot come from inside a value).  A record of another
+        layout is read whole: nothing is ever shown wrong, only read in full.
+        """
+        if not head:
+            return None
+        text = head.decode("utf-8", "replace")
+        cut = text.find(ARGUMENTS_MARK)
+        if cut > 0:
+            summary = json.loads(text[:cut] + "}")
+            if "retry_of" not in summary:  # records of 0.2, written before the arguments went last
+                retry_of = _RECORD_TAIL.search(tail.decode("utf-8", "replace"))
+                if retry_of:
+                    summary["retry_of"] = json.loads(retry_of[1])
+            return json.dumps(summary)
+        raw = self.celery.backend.get(self._record_key(task_id))
+        return None if raw is None else str(raw.decode() if isinstance(raw, bytes) else raw)
 
     def _matching(self, task_ids: list[str], state: str) -> list[str]:
         """The ids whose stored state is ``state`` (no stored state: PENDING, or expired)."""
@@ -616,15 +669,21 @@ class TaskClient:
         """
         with self._reader_lock, self._unavailable("broker"):
             try:
-                if self._reader is None:
-                    self._reader = self.celery.connection_for_read()
-                    self._reader.ensure_connection(max_retries=1, timeout=self.settings.api_dependency_timeout)
-                return queue_status(self._reader, queue)
-            except self.errors:
-                if self._reader is not None:
-                    self._reader.collect()
-                self._reader = None
-                raise
+                return self._kept_queue_status(queue)
+            except self.errors:  # the kept connection may be one the broker dropped: once more, on a new one
+                return self._kept_queue_status(queue)
+
+    def _kept_queue_status(self, queue: str) -> tuple[int, int]:
+        try:
+            if self._reader is None:
+                self._reader = self.celery.connection_for_read()
+                self._reader.ensure_connection(max_retries=1, timeout=self.settings.api_dependency_timeout)
+            return queue_status(self._reader, queue)
+        except self.errors:
+            if self._reader is not None:
+                self._reader.collect()
+            self._reader = None
+            raise
 
     def queue_consumers(self) -> dict[str, str]:
         """For each queue a task goes to: "ok", or "no consumer" (its tasks wait until a pool starts)."""
@@ -756,6 +815,14 @@ def _reason(cause: BaseException) -> str:
     if isinstance(cause, ReadOnlyError):
         return "read_only"
     return "down"
+
+
+def _record_json(record: Mapping[str, Any]) -> str:
+    """A submission record as JSON, its arguments last: a list reads only what comes before them."""
+    fields = {key: value for key, value in record.items() if key != "kwargs"}
+    if "kwargs" in record:
+        fields["kwargs"] = record["kwargs"]
+    return json.dumps(fields)
 
 
 def _isoformat(epoch: float) -> str:

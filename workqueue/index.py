@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from typing import Any
 
 ALL = "workqueue-index"
@@ -25,6 +26,12 @@ BY_TASK = "workqueue-index-task-"
 SLICE = 1000
 # Index entries read per round trip when filtering by state.
 FILTER_CHUNK = 250
+
+
+# A cursor this API gives out is about 80 characters; scores are
+# microseconds since the epoch, exact in a float up to 2**53.
+MAX_CURSOR_LENGTH = 200
+MAX_SCORE = 2**53
 
 
 class BadCursor(ValueError):
@@ -37,14 +44,32 @@ def encode_cursor(score: float, task_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
+    """(score, task id) of a cursor ``encode_cursor`` made; ``BadCursor`` for anything else.
+
+    A cursor comes from the client: only the exact shape this API gives out
+    passes (a finite score of a time since the epoch in microseconds and a
+    task id), so nothing crafted reaches Redis as a score (NaN, a number too
+    large for a float) or costs more to read than a real cursor.
+    """
     try:
+        if len(cursor) > MAX_CURSOR_LENGTH:
+            raise ValueError
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        score, task_id = json.loads(raw)
-        if isinstance(score, bool) or not isinstance(score, int | float) or not isinstance(task_id, str):
+        decoded = json.loads(raw, parse_constant=_no_constant)
+        if not isinstance(decoded, list) or len(decoded) != 2:
+            raise ValueError
+        score, task_id = decoded
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= MAX_SCORE:
+            raise ValueError
+        if not isinstance(task_id, str) or str(uuid.UUID(task_id)) != task_id:
             raise ValueError
         return float(score), task_id
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise BadCursor("cursor is not one this API gave out") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 class TaskIndex:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shlex
 import sys
 from collections.abc import Callable, Mapping
@@ -29,6 +30,12 @@ T = TypeVar("T")
 QUEUE_TYPES = ("classic", "quorum")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 API_WORKER_CLASSES = ("gevent", "gthread")
+API_AUTH_MODES = ("required", "off")
+# Bearer tokens (API_TOKENS, API_READ_TOKENS): RFC 6750's token syntax, so
+# any HTTP client can send one, and long enough that guessing is hopeless
+# (`openssl rand -hex 24` gives 48 characters; the chart generates 40).
+MIN_TOKEN_LENGTH = 16
+TOKEN_SYNTAX = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "filesystem")
 BACKEND_SCHEMES = ("redis", "rediss", "file")
 
@@ -126,9 +133,17 @@ class Settings:
     api_read_timeout: int = _env("API_READ_TIMEOUT", 5, minimum=1)
     # gunicorn's access log target ("-" for stdout); empty: no access log.
     api_access_log: str = _env("API_ACCESS_LOG", "")
-    # Bearer tokens that may use /tasks* (comma-separated; from a Secret).
-    # Empty: the API is open (fine on a laptop, not in a shared cluster).
+    # Who may use /tasks* (api/auth.py, SECURITY.md).  "required": a bearer
+    # token of API_TOKENS or API_READ_TOKENS, and the API refuses to start
+    # without one, so a Secret with an empty key never opens it by accident.
+    # "off": open to anyone who reaches it, a choice made explicitly
+    # (./dev.sh up on a laptop does, and says so).
+    api_auth: str = _env("API_AUTH", "required", choices=API_AUTH_MODES)
+    # Tokens that may do anything under /tasks* (comma-separated; from a
+    # Secret; blank entries are ignored).  Several allow rotation.
     api_tokens: tuple[str, ...] = _env("API_TOKENS", (), secret=True)
+    # Tokens that may only read (GET /tasks*): dashboards, monitoring.
+    api_read_tokens: tuple[str, ...] = _env("API_READ_TOKENS", (), secret=True)
     # How long the API waits for the broker (connect + publisher confirm)
     # and for the result backend before answering 503.
     api_dependency_timeout: float = _env("API_DEPENDENCY_TIMEOUT", 1.0, minimum=0.05)
@@ -179,6 +194,22 @@ class Settings:
             )
         _check_url("BROKER_URL", self.broker_url, BROKER_SCHEMES)
         _check_url("RESULT_BACKEND", self.result_backend, BACKEND_SCHEMES)
+        _check_tokens("API_TOKENS", self.api_tokens)
+        _check_tokens("API_READ_TOKENS", self.api_read_tokens)
+        if set(self.api_tokens) & set(self.api_read_tokens):
+            raise SettingsError("a token is in both API_TOKENS and API_READ_TOKENS: give each token one scope")
+        if self.api_auth == "off" and (self.api_tokens or self.api_read_tokens):
+            # Tokens that would silently not be checked: say which setting wins.
+            raise SettingsError("API_AUTH is off but API_TOKENS or API_READ_TOKENS is set: remove one of them")
+        return self
+
+    def check_api_access(self) -> Settings:
+        """What the API needs to start: with ``API_AUTH=required`` (the default), at least one token."""
+        if self.api_auth == "required" and not (self.api_tokens or self.api_read_tokens):
+            raise SettingsError(
+                "API_AUTH is required but API_TOKENS and API_READ_TOKENS hold no token: "
+                "give the API a token (from a Secret), or set API_AUTH=off for an open API"
+            )
         return self
 
     def shell_assignments(self) -> str:
@@ -298,6 +329,19 @@ def _result_backend(read: _Reader) -> str:
     return f"redis://{auth}{host}:{port}/{db}"
 
 
+def _check_tokens(name: str, tokens: tuple[str, ...]) -> None:
+    """Each token well formed; the message says which one, never what it is."""
+    for number, token in enumerate(tokens, 1):
+        where = f"{name}: token {number} of {len(tokens)}"
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise SettingsError(
+                f"{where} has {len(token)} characters, fewer than {MIN_TOKEN_LENGTH} "
+                "(make one with: openssl rand -hex 24)"
+            )
+        if not TOKEN_SYNTAX.fullmatch(token):
+            raise SettingsError(f"{where} has a character other than letters, digits and -._~+/ (or = at its end)")
+
+
 def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
     try:
         parts = urlsplit(url)
@@ -320,14 +364,20 @@ def from_env_or_exit() -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Check the environment; ``--shell``: print the resolved values for ``eval``."""
+    """Check the environment; ``--api``: also what the API needs; ``--shell``: print the values for ``eval``."""
     args = sys.argv[1:] if argv is None else argv
-    settings = from_env_or_exit()
-    if args == ["--shell"]:
-        sys.stdout.write(settings.shell_assignments())
-    elif args:
-        print("usage: python -m workqueue.settings [--shell]", file=sys.stderr)
+    if not set(args) <= {"--shell", "--api"}:
+        print("usage: python -m workqueue.settings [--shell] [--api]", file=sys.stderr)
         return 2
+    try:
+        settings = Settings.from_env()
+        if "--api" in args:
+            settings.check_api_access()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if "--shell" in args:
+        sys.stdout.write(settings.shell_assignments())
     return 0
 
 

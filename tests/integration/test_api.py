@@ -12,6 +12,7 @@ from celery import states
 
 from api.app import create_app
 from api.limits import MAX_BODY_BYTES
+from workqueue.client import TaskClient
 
 pytestmark = pytest.mark.integration
 
@@ -112,8 +113,11 @@ def test_openapi_documents_every_route(client):
     assert document["openapi"].startswith("3.1")
     assert set(document["paths"]) == {
         "/tasks", "/tasks/{task_id}", "/tasks/{task_id}/events", "/tasks/{task_id}/retry", "/catalogue",
-        "/healthz", "/readyz", "/metrics",
+        "/healthz", "/readyz", "/metrics", "/openapi.json",
     }  # fmt: skip
+    # Every route the app serves is in it (the fuzz test covers what the document lists).
+    served = {rule.rule.replace("<", "{").replace(">", "}") for rule in client.application.url_map.iter_rules()}
+    assert served - {"/static/{path:filename}"} == set(document["paths"])
     variants = document["paths"]["/tasks"]["post"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
     assert {v["title"].split()[0] for v in variants} == {"add", "mul", "xsum", "dump_context", "pi", "sleep", "flaky"}
 
@@ -128,3 +132,38 @@ def test_health_readiness_and_metrics(client):
     text = client.get("/metrics").get_data(as_text=True)
     assert 'workqueue_api_tasks_submitted_total{task="mul"}' in text
     assert 'workqueue_api_requests_total{method="POST",route="/tasks",status="202"}' in text
+
+
+class _ForgetfulClient(TaskClient):
+    """A client whose store has lost a task right after it was accepted (describe finds nothing)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.forgotten: set[str] = set()
+
+    def submit(self, task, kwargs, task_id=None, retry_of=None):
+        task_id = super().submit(task, kwargs, task_id=task_id, retry_of=retry_of)
+        if retry_of:
+            self.forgotten.add(task_id)
+        return task_id
+
+    def describe(self, task_id):
+        return None if task_id in self.forgotten else super().describe(task_id)
+
+
+def test_a_retry_answers_202_even_when_the_new_task_cannot_be_read_back(broker_url, backend_url, make_settings):
+    """The retry view's fallback (no view of the new task) used to raise KeyError: a 500 for an accepted task."""
+    settings = make_settings(broker_url, backend_url)
+    app = create_app(settings, client=_ForgetfulClient(settings), TESTING=True)
+    http = app.test_client()
+    try:
+        task_id = http.post("/tasks", json={"task": "add", "args": [2, 3]}).get_json()["id"]
+        # What a worker stores when the task fails.
+        app.extensions["workqueue"].celery.backend.mark_as_failure(task_id, RuntimeError("failed on purpose"))
+        response = http.post(f"/tasks/{task_id}/retry")
+        assert response.status_code == 202, response.get_data(as_text=True)
+        body = response.get_json()
+        assert body["retry_of"] == task_id and body["task"] == "add" and body["state"] == states.PENDING
+        assert response.headers["Location"] == f"/tasks/{body['id']}"
+    finally:
+        app.extensions["workqueue"].close()

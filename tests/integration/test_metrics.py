@@ -86,7 +86,9 @@ EXPORTER_WORKER = (
 def test_celery_exporter_names_and_the_queue_wait_time_are_served(private_rabbitmq, backend_url, tmp_path):
     port = free_port()
     worker = Worker(private_rabbitmq.url, backend_url, name="exported", WORKER_METRICS_PORT=str(port))
-    settings = Settings(broker_url=private_rabbitmq.url, result_backend=backend_url, runtime_dir=str(tmp_path))
+    settings = Settings(
+        broker_url=private_rabbitmq.url, result_backend=backend_url, runtime_dir=str(tmp_path), api_auth="off"
+    )
     app = create_app(settings, TESTING=True)
     http = app.test_client()
     try:

@@ -6,6 +6,7 @@ tasks), the API in-process and a real worker.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -14,6 +15,7 @@ import redis
 
 from api.app import create_app
 from testing import servers
+from testing.faults import report
 from testing.processes import Worker
 from testing.servers import wait_until
 from workqueue import index
@@ -27,7 +29,9 @@ def service(tmp_path_factory):
     """(Flask test client, Redis server) with a worker running."""
     with servers.started(servers.RabbitMQ()) as node, servers.started(servers.Redis()) as redis_server:
         runtime = str(tmp_path_factory.mktemp("service"))
-        app = create_app(Settings(broker_url=node.url, result_backend=redis_server.url, runtime_dir=runtime))
+        app = create_app(
+            Settings(broker_url=node.url, result_backend=redis_server.url, runtime_dir=runtime, api_auth="off")
+        )
         worker = Worker(node.url, redis_server.url, name="service", WORKER_CONCURRENCY="3").start()
         try:
             worker.wait_ready()
@@ -62,6 +66,22 @@ def all_pages(http, query: str) -> list[dict]:
         cursor = page["next_cursor"]
         if cursor is None:
             return found
+
+
+def _cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+CRAFTED_CURSORS = (
+    "[" + "9" * 400 + ', "0b6f1a6e-0a66-4a39-9c49-6b9d0cf8c8e2"]',  # OverflowError in float()
+    '[NaN, "0b6f1a6e-0a66-4a39-9c49-6b9d0cf8c8e2"]',  # Redis refuses a NaN score
+    '[1e400, "0b6f1a6e-0a66-4a39-9c49-6b9d0cf8c8e2"]',
+    '[-1, "0b6f1a6e-0a66-4a39-9c49-6b9d0cf8c8e2"]',
+    '[1, "x"]',
+    '{"a": 1, "b": 2}',
+    "[1, 2, 3]",
+    "null",
+)
 
 
 def redis_calls(redis_server, command: str) -> int:
@@ -112,6 +132,9 @@ def test_the_list_follows_state_changes_and_forgets_expired_tasks(service):
     [
         ("cursor=not-a-cursor", 400, "invalid_cursor"),
         ("cursor=WzEsMl0", 400, "invalid_cursor"),  # valid base64 of [1,2]: not ours
+        # Valid base64 JSON of the wrong shape or with numbers no float holds: 500 before, 400 now.
+        *((f"cursor={_cursor(raw)}", 400, "invalid_cursor") for raw in CRAFTED_CURSORS),
+        ("cursor=" + "A" * 5000, 400, "invalid_cursor"),
         ("limit=0", 422, "invalid_parameter"),
         ("limit=501", 422, "invalid_parameter"),
         ("limit=ten", 422, "invalid_parameter"),
@@ -222,3 +245,29 @@ def test_only_failed_or_revoked_tasks_can_be_retried(service):
     assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "not_failed"
     unknown = http.post("/tasks/00000000-0000-0000-0000-000000000000/retry")
     assert unknown.status_code == 404
+
+
+def test_a_list_reads_names_and_times_not_the_arguments(service, failed_task):
+    """GET /tasks?limit=500 used to read every listed record whole (arguments up to 256 KB each)."""
+    http, redis_server = service
+    numbers = [1234567.891234567 + i for i in range(10_000)]  # ~190 KB of arguments per task
+    ids = [submit(http, "xsum", numbers) for _ in range(8)]
+    retried = http.post(f"/tasks/{failed_task}/retry")
+    assert retried.status_code in (202, 409)  # 409: an earlier test retried it already
+    retry_id = http.get(f"/tasks/{failed_task}").get_json()["retried_by"]
+    direct = redis.Redis(port=redis_server.port)
+    records = sum(direct.strlen(f"workqueue-submitted-{task_id}") for task_id in ids)
+    before = direct.info("stats")["total_net_output_bytes"]
+    page = http.get("/tasks?limit=500").get_json()
+    read = direct.info("stats")["total_net_output_bytes"] - before
+    listed = {view["id"]: view for view in page["tasks"]}
+    for task_id in [*ids, retry_id]:
+        alone = http.get(f"/tasks/{task_id}").get_json()
+        for field in ("task", "submitted_at", "retry_of"):
+            assert listed[task_id].get(field) == alone.get(field), (task_id, field)
+    assert listed[retry_id]["retry_of"] == failed_task
+    assert records > 1_000_000 and read < 100_000, f"read {read} bytes to list {len(listed)} tasks"
+    report(
+        f"[fault figures] listing: {len(listed)} tasks, {records // 1024} KiB of arguments in their records, "
+        f"{read // 1024} KiB read from Redis for the page"
+    )

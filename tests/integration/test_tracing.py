@@ -99,6 +99,7 @@ def test_one_trace_runs_from_the_request_through_the_publish_into_the_task(
         result_backend=backend_url,
         runtime_dir=str(tmp_path),
         otel_exporter_otlp_endpoint=receiver.url,
+        api_auth="off",
     )
     app = create_app(settings, TESTING=True)
     provider = tracing.setup(settings, "workqueue-api")  # what create_app installed (once per process)
@@ -174,6 +175,7 @@ assert tracing._provider is None
         "BROKER_URL": private_rabbitmq.url,
         "RESULT_BACKEND": backend_url,
         "RUNTIME_DIR": str(tmp_path),
+        "API_AUTH": "off",
         "PATH": "/usr/bin:/bin",
     }
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)

@@ -37,7 +37,8 @@ ALLOWED_FAILURES: dict[str, tuple[str, frozenset[str] | None]] = {
     ),
     "CKV_K8S_35": (
         "Secrets as files: worker/settings.py reads its settings (passwords included) from the environment, "
-        "as do RabbitMQ (RABBITMQ_DEFAULT_PASS, RABBITMQ_ERLANG_COOKIE) and redis-server's --requirepass; "
+        "as do RabbitMQ (RABBITMQ_DEFAULT_PASS, RABBITMQ_ERLANG_COOKIE) and Redis' start script, which writes "
+        "it into a config file (never argv); "
         "only the keys each container needs are mapped.",
         None,
     ),

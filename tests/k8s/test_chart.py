@@ -24,7 +24,7 @@ from dev.manifests import ALL_OPTIONS, KUBE_VERSIONS, Doc, by_kind_name, contain
 from tests.k8s import policy
 from workqueue import catalogue
 from workqueue.celery_app import DEFAULT_QUEUE
-from workqueue.settings import Settings
+from workqueue.settings import Settings, SettingsError
 
 VALUE_SETS = {"default": {}, "all-options": ALL_OPTIONS}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "Pod"}
@@ -298,6 +298,7 @@ def test_app_containers_get_only_the_two_passwords_and_only_http_clients_the_api
                 assert c["envFrom"] == [{"configMapRef": {"name": "workqueue-config"}}]
                 secret_env = [e["name"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})]
                 tokens = ["API_TOKENS"] if (doc.name, c["name"]) in http_clients else []
+                tokens += ["API_READ_TOKENS"] if (doc.name, c["name"]) == ("workqueue-api", "api") else []
                 assert secret_env == ["RABBITMQ_PASSWORD", "REDIS_PASSWORD", *tokens], (doc.name, c["name"])
 
 
@@ -309,10 +310,14 @@ def test_api_auth_is_on_by_default_and_off_leaves_no_token_anywhere() -> None:
         e for e in container(render(), "Deployment", "workqueue-api", "api")["env"] if e["name"] == "API_TOKENS"
     ]
     assert token["valueFrom"]["secretKeyRef"] == {"name": "workqueue-secret", "key": "API_TOKENS"}
-    off = {"api": {"auth": {"enabled": False}}, "loadtest": {"enabled": True}}
+    off = {"api": {"auth": {"enabled": False, "readOnlyToken": True}}, "loadtest": {"enabled": True}}
     for doc in render(off):
-        assert not re.search(r"^\s*(API_TOKENS:|- name: API_TOKENS$|key: API_TOKENS$)", doc.text, re.M), doc.name
+        assert not re.search(
+            r"^\s*(API_(READ_)?TOKENS:|- name: API_(READ_)?TOKENS$|key: API_(READ_)?TOKENS$)", doc.text, re.M
+        ), doc.name
     assert "Authorization" not in kube.notes(off) and "open to anyone" in kube.notes(off)
+    # Off is said explicitly (API_AUTH=off), on is the default (required).
+    assert config_of(render(off))["API_AUTH"] == "off" and config_of(render())["API_AUTH"] == "required"
     # existingSecret: the API reads API_TOKENS from it (the kubelet refuses to start a pod whose key is missing).
     (token,) = [
         e
@@ -320,6 +325,49 @@ def test_api_auth_is_on_by_default_and_off_leaves_no_token_anywhere() -> None:
         if e["name"] == "API_TOKENS"
     ]
     assert token["valueFrom"]["secretKeyRef"] == {"name": "mine", "key": "API_TOKENS"}
+
+
+def test_the_api_starts_with_the_charts_secret_and_refuses_a_blank_one(default: list[Doc]) -> None:
+    """What run.sh api checks at start, with the ConfigMap and the Secret as the kubelet gives them."""
+    env = {**config_of(default), "REDIS_PASSWORD": "x", "RABBITMQ_PASSWORD": "y"}
+    tokens = secret_of(default)["API_TOKENS"]
+    assert Settings.from_env({**env, "API_TOKENS": tokens}).check_api_access().api_tokens == (tokens,)
+    # An existingSecret whose key holds nothing usable (an unset shell variable, a stray comma): no start.
+    for blank in ("", " ", ",", " , "):
+        with pytest.raises(SettingsError, match="^API_AUTH is required"):
+            Settings.from_env({**env, "API_TOKENS": blank}).check_api_access()
+    off = config_of(render({"api": {"auth": {"enabled": False}}}))
+    assert Settings.from_env({**off, "REDIS_PASSWORD": "x"}).check_api_access().api_auth == "off"
+
+
+def test_a_read_only_token_is_generated_on_request_and_read_from_an_existing_secret() -> None:
+    assert "API_READ_TOKENS" not in secret_of(render())
+    generated = render({"api": {"auth": {"readOnlyToken": True}}})
+    secret = secret_of(generated)
+    assert len(secret["API_READ_TOKENS"]) >= 32 and secret["API_READ_TOKENS"] != secret["API_TOKENS"]
+    settings = Settings.from_env(
+        {**config_of(generated), "API_TOKENS": secret["API_TOKENS"], "API_READ_TOKENS": secret["API_READ_TOKENS"]}
+    )
+    assert settings.api_read_tokens == (secret["API_READ_TOKENS"],)
+    assert "READ_TOKEN=$(kubectl" in kube.notes({"api": {"auth": {"readOnlyToken": True}}})
+    # existingSecret: optional, so a Secret without the key still starts the API (full tokens only).
+    (read,) = [
+        e
+        for e in container(render({"existingSecret": "mine"}), "Deployment", "workqueue-api", "api")["env"]
+        if e["name"] == "API_READ_TOKENS"
+    ]
+    assert read["valueFrom"]["secretKeyRef"] == {"name": "mine", "key": "API_READ_TOKENS", "optional": True}
+
+
+def test_redis_gets_its_password_from_a_file_never_from_its_command_line(default: list[Doc]) -> None:
+    redis = container(default, "StatefulSet", "workqueue-redis", "redis")
+    command = " ".join([*redis.get("command", []), *redis.get("args", [])])
+    assert "requirepass" in command and "--requirepass" not in command
+    assert "$(REDIS_PASSWORD)" not in command, "the kubelet would expand it into the arguments"
+    mounts = {m["mountPath"]: m["name"] for m in redis["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(by_kind_name(default)[("StatefulSet", "workqueue-redis")])["volumes"]}
+    assert volumes[mounts["/run/redis"]]["emptyDir"]["medium"] == "Memory"
+    # tests/k8s/test_manifests.py runs this very command and reads /proc/<pid>/cmdline.
 
 
 # --- timing and sizing that must agree ---------------------------------------
@@ -662,7 +710,10 @@ def test_broker_credentials_come_from_the_secret_and_the_config(default: list[Do
         "secretKeyRef": {"name": "workqueue-secret", "key": "RABBITMQ_PASSWORD"}
     }
     redis = container(default, "StatefulSet", "workqueue-redis", "redis")
-    assert redis["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    password = next(e for e in redis["env"] if e["name"] == "REDIS_PASSWORD")
+    assert password["valueFrom"] == {"secretKeyRef": {"name": "workqueue-secret", "key": "REDIS_PASSWORD"}}
+    # Read by the container's shell into redis.conf (see the test of the Redis command line below).
+    assert '"$REDIS_PASSWORD"' in redis["args"][0] and "requirepass" in redis["args"][0]
 
 
 # --- options --------------------------------------------------------------------

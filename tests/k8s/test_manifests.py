@@ -27,7 +27,16 @@ import requests
 from dev import manifests as kube
 from dev.manifests import DEPLOY, KUBE_VERSIONS, REPO, containers, load_all, pod_spec, render
 from testing.processes import _SCRUBBED_PREFIXES
-from testing.servers import Process, RabbitMQ, Redis, free_port, new_server_dir, started, wait_until
+from testing.servers import (
+    Process,
+    RabbitMQ,
+    Redis,
+    command_lines,
+    free_port,
+    new_server_dir,
+    started,
+    wait_until,
+)
 from tests.k8s import policy
 
 README = DEPLOY / "README.md"
@@ -215,6 +224,8 @@ class Cluster:
             else:
                 ref = entry["valueFrom"]["secretKeyRef"]
                 assert ref["name"] == "workqueue-secret"
+                if ref.get("optional") and ref["key"] not in self.secret:
+                    continue  # the kubelet leaves the variable unset (API_READ_TOKENS)
                 env[entry["name"]] = self.secret[ref["key"]]
         if c["name"] == "api":
             assert c["ports"][0]["containerPort"] == int(env["PORT"])
@@ -413,3 +424,56 @@ def test_worker_exits_cleanly_within_its_grace_period(cluster: Cluster, worker: 
     started = time.monotonic()
     assert process.stop(timeout=grace) == 0
     assert time.monotonic() - started < grace
+
+
+@pytest.mark.integration
+def test_redis_runs_with_the_secrets_password_which_is_on_no_command_line(tmp_path: Path) -> None:
+    """The StatefulSet's own command, run locally: its mounts are folders here, its port a free one."""
+    statefulset = deploy_objects()[("StatefulSet", "workqueue-redis")]
+    (c,) = pod_spec(statefulset)["containers"]
+    conf = deploy_objects()[("ConfigMap", "workqueue-redis")]["data"]["redis.conf"]
+    port = free_port()
+    mounts = {m["mountPath"]: tmp_path / m["name"] for m in c["volumeMounts"]}
+    for folder in mounts.values():
+        folder.mkdir()
+    local = conf.replace("port 6379", f"port {port}").replace("bind * -::*", "bind 127.0.0.1")
+    (mounts["/etc/redis"] / "redis.conf").write_text(local.replace("dir /data", f"dir {mounts['/data']}"))
+    script = " ".join([*c["command"][2:], *c["args"]])
+    for path, folder in mounts.items():
+        script = script.replace(path, str(folder))
+    assert c["command"][:2] == ["sh", "-c"] and "$(REDIS_PASSWORD)" not in script
+    # A password as a hand-made existingSecret may hold: quotes, a backslash, spaces, shell syntax.
+    password = f"p\"a\\ss w'rd $(x) `y` {secrets.token_hex(8)}"
+    env = {"PATH": os.environ["PATH"], "REDIS_PASSWORD": password, "REDISCLI_AUTH": password}
+    process = Process(["sh", "-c", script], env, tmp_path / "redis.log")
+    try:
+        wait_until(lambda: _answers(port, password) or not process.alive(), 30, "Redis to answer with the password")
+        assert process.alive(), process.log_tail()
+        assert redis.Redis(port=port, password=password).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+        written = mounts["/run/redis"] / "redis.conf"
+        assert oct(written.stat().st_mode & 0o777) == "0o600", "readable by Redis' user alone"
+        cmdlines = list(command_lines(process.pid).values())
+        assert any("redis-server" in line for line in cmdlines), cmdlines
+        assert not any(password in line or secrets_part(password) in line for line in cmdlines), cmdlines
+        # The probes authenticate from the environment (REDISCLI_AUTH), as in the pod.
+        probe = c["readinessProbe"]["exec"]["command"]
+        probed = subprocess.run(
+            [part.replace("-p 6379", f"-p {port}") for part in probe], env=env, capture_output=True, timeout=5
+        )
+        assert probed.returncode == 0, probed
+    finally:
+        process.stop()
+
+
+def secrets_part(password: str) -> str:
+    """The random tail of the test's password: found even if the quoting changed the rest."""
+    return password.rsplit(" ", 1)[1]
+
+
+def _answers(port: int, password: str) -> bool:
+    try:
+        return bool(redis.Redis(port=port, password=password, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False

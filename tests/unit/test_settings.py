@@ -106,3 +106,62 @@ def test_every_variable_has_one_default_in_the_settings_module():
     assert defaults["RABBITMQ_HOST"] == "message-queue" and defaults["REDIS_PORT"] == 6379
     # Every field but the two URLs (built from parts) is read from exactly one variable.
     assert len(defaults) == len(dataclasses.fields(Settings)) - 2 + 7
+
+
+GOOD_TOKEN = "0123456789abcdef-token"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"API_TOKENS": "short"}, "API_TOKENS: token 1 of 1 has 5 characters, fewer than 16"),
+        ({"API_TOKENS": f"{GOOD_TOKEN}, also-short"}, "API_TOKENS: token 2 of 2 has 10 characters"),
+        ({"API_READ_TOKENS": "0123456789abcdef<>"}, "API_READ_TOKENS: token 1 of 1 has a character other than"),
+        ({"API_TOKENS": GOOD_TOKEN, "API_READ_TOKENS": GOOD_TOKEN}, "a token is in both API_TOKENS and API_READ"),
+        ({"API_AUTH": "off", "API_TOKENS": GOOD_TOKEN}, "API_AUTH is off but API_TOKENS or API_READ_TOKENS is set"),
+        ({"API_AUTH": "maybe"}, "API_AUTH must be one of required, off"),
+    ],
+)
+def test_malformed_tokens_are_refused_without_showing_them(env, message):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert not any(token in str(caught.value) for token in ("short", "also-short", "<>", GOOD_TOKEN))
+
+
+def test_blank_token_entries_are_ignored_and_auth_is_on_by_default():
+    settings = Settings.from_env({"API_TOKENS": f" ,{GOOD_TOKEN}, ,", "API_READ_TOKENS": " "})
+    assert settings.api_auth == "required"
+    assert settings.api_tokens == (GOOD_TOKEN,) and settings.api_read_tokens == ()
+    assert settings.check_api_access() is settings
+    read_only = Settings.from_env({"API_READ_TOKENS": GOOD_TOKEN})
+    assert read_only.check_api_access() is read_only, "a read-only token is a usable token"
+    with pytest.raises(SettingsError, match="^API_AUTH is required but API_TOKENS and API_READ_TOKENS hold no token"):
+        Settings.from_env({"API_TOKENS": ", ,"}).check_api_access()
+    assert Settings.from_env({"API_AUTH": "off"}).check_api_access().api_auth == "off"
+
+
+@pytest.mark.parametrize("tokens", [",", " ", ""])
+def test_run_sh_api_refuses_to_start_open_by_accident(tokens):
+    result = subprocess.run(
+        ["./run.sh", "api"],
+        env={"API_TOKENS": tokens, "PATH": f"{sys.prefix}/bin:/usr/bin:/bin", "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "configuration error: API_AUTH is required but API_TOKENS and API_READ_TOKENS hold no token: "
+        "give the API a token (from a Secret), or set API_AUTH=off for an open API"
+    ]
+
+
+def test_only_the_api_needs_a_token():
+    """A worker or a CLI has no token in the chart: only run.sh api checks for one."""
+    env = {"PATH": f"{sys.prefix}/bin:/usr/bin:/bin", "RUNTIME_DIR": "/tmp/workqueue-settings-test"}
+    assert subprocess.run([sys.executable, "-m", "workqueue.settings"], env=env, timeout=60).returncode == 0
+    api = subprocess.run(
+        [sys.executable, "-m", "workqueue.settings", "--api"], env=env, capture_output=True, timeout=60
+    )
+    assert api.returncode == 2

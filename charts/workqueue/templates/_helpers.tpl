@@ -146,6 +146,21 @@ gets them); nothing when api.auth.enabled is off.
 {{- end }}
 
 {{/*
+The read-only tokens, for the API alone: optional, so a Secret without the
+key starts the API with full tokens only.
+*/}}
+{{- define "workqueue.apiReadTokensEnv" -}}
+{{- if .Values.api.auth.enabled }}
+- name: API_READ_TOKENS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "workqueue.secretName" . }}
+      key: API_READ_TOKENS
+      optional: true
+{{- end }}
+{{- end }}
+
+{{/*
 The writable /tmp of a read-only root filesystem (RUNTIME_DIR is
 /tmp/workqueue: probe files, gunicorn and prometheus-client files).
 */}}
