@@ -41,6 +41,7 @@ from celery import Celery, states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError, Reject, SoftTimeLimitExceeded
 from kombu.utils.encoding import bytes_to_str
+from redis import BlockingConnectionPool
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,14 @@ class ResultStore(RedisBackend):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Celery passes no URL for a backend class: the app's setting has it.
-        kwargs["url"] = kwargs.get("url") or kwargs["app"].conf.result_backend
+        conf = kwargs["app"].conf
+        kwargs["url"] = kwargs.get("url") or conf.result_backend
+        if conf.get("redis_max_connections") and kwargs.get("connection_pool") is None:
+            # A capped pool (the API's): a request waits briefly for a free
+            # connection instead of failing at once when all are in use.
+            kwargs["connection_pool"] = functools.partial(
+                BlockingConnectionPool, timeout=conf.get("redis_socket_timeout") or 1.0
+            )
         super().__init__(*args, **kwargs)
         self._store_script = self.client.register_script(STORE_UNLESS_FINAL)
 

@@ -13,11 +13,14 @@ import socket
 import time
 
 import pytest
+import redis
 import requests
 
+from testing import servers
 from testing.faults import report
 from testing.processes import Api
 from testing.servers import wait_until
+from workqueue.settings import REDIS_COMMAND_CONNECTIONS
 
 pytestmark = pytest.mark.integration
 
@@ -45,29 +48,38 @@ def broker_connections(node) -> list[str]:
     return [line for line in node.ctl("list_connections", "-q", "name", "channels", "state").splitlines()[1:] if line]
 
 
-def test_waits_and_streams_are_capped_and_released_when_their_client_leaves(broker_url, backend_url):
-    api = Api(broker_url, backend_url, API_WORKERS="1", API_MAX_WAITS="3").start().wait_ready()
-    try:
-        task_id = requests.post(f"{api.url}/tasks", json={"task": "sleep", "args": [60]}, timeout=10).json()["id"]
-        streams = [open_stream(api.port, task_id) for _ in range(3)]
-        assert open_waits(api.url) == 3
-        refused = requests.get(f"{api.url}/tasks/{task_id}/events", timeout=10)
-        assert refused.status_code == 503 and refused.json()["error"]["code"] == "too_many_waits"
-        assert int(refused.headers["Retry-After"]) > 0
-        waited = requests.get(f"{api.url}/tasks/{task_id}?wait=5", timeout=10)
-        assert waited.status_code == 503 and waited.json()["error"]["code"] == "too_many_waits"
-        assert requests.get(f"{api.url}/tasks/{task_id}", timeout=10).status_code == 200, "plain reads go on"
+def test_waits_and_streams_are_capped_and_released_when_their_client_leaves(broker_url):
+    with servers.started(servers.Redis()) as store:  # its own, to count the API's connections
+        api = Api(broker_url, store.url, API_WORKERS="1", API_MAX_WAITS="3").start().wait_ready()
+        try:
+            # The session's worker runs it against another Redis: here it stays PENDING, its streams open.
+            task_id = requests.post(f"{api.url}/tasks", json={"task": "add", "args": [1, 2]}, timeout=10).json()["id"]
+            streams = [open_stream(api.port, task_id) for _ in range(3)]
+            assert open_waits(api.url) == 3
+            refused = requests.get(f"{api.url}/tasks/{task_id}/events", timeout=10)
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "too_many_waits"
+            assert int(refused.headers["Retry-After"]) > 0
+            wait_url = f"{api.url}/tasks/{task_id}?wait=2"
+            with concurrent.futures.ThreadPoolExecutor(10) as pool:
+                waits = list(pool.map(lambda _: requests.get(wait_url, timeout=10), range(10)))
+            assert {w.status_code for w in waits} == {503}
+            assert {w.json()["error"]["code"] for w in waits} == {"too_many_waits"}
+            assert requests.get(f"{api.url}/tasks/{task_id}", timeout=10).status_code == 200, "plain reads go on"
+            connections = len(redis.Redis.from_url(store.url).client_list()) - 1  # not this one
+            assert connections <= 3 + REDIS_COMMAND_CONNECTIONS, connections
 
-        left_at = time.monotonic()
-        for stream in streams:
-            stream.close()  # the clients go away without a word
-        wait_until(lambda: open_waits(api.url) == 0, 15, "the streams of departed clients to be released")
-        released_in = time.monotonic() - left_at
-        assert requests.get(f"{api.url}/tasks/{task_id}?wait=0.2", timeout=10).status_code == 200
-        requests.delete(f"{api.url}/tasks/{task_id}", timeout=10)
-    finally:
-        api.stop()
-    report(f"[fault figures] stream-cap: max_waits=3 refused_4th=503 released_after_client_left={released_in:.1f}s")
+            left_at = time.monotonic()
+            for stream in streams:
+                stream.close()  # the clients go away without a word
+            wait_until(lambda: open_waits(api.url) == 0, 15, "the streams of departed clients to be released")
+            released_in = time.monotonic() - left_at
+            assert requests.get(f"{api.url}/tasks/{task_id}?wait=0.2", timeout=10).status_code == 200
+        finally:
+            api.stop()
+    report(
+        f"[fault figures] stream-cap: max_waits=3 refused=11/11 redis_connections={connections} "
+        f"(cap {3 + REDIS_COMMAND_CONNECTIONS}) released_after_client_left={released_in:.1f}s"
+    )
     assert released_in < 10
 
 

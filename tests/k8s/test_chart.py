@@ -24,7 +24,7 @@ from dev.manifests import ALL_OPTIONS, KUBE_VERSIONS, Doc, by_kind_name, contain
 from tests.k8s import policy
 from workqueue import catalogue
 from workqueue.celery_app import DEFAULT_QUEUE
-from workqueue.settings import Settings, SettingsError
+from workqueue.settings import REDIS_COMMAND_CONNECTIONS, Settings, SettingsError
 
 VALUE_SETS = {"default": {}, "all-options": ALL_OPTIONS}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "Pod"}
@@ -935,3 +935,17 @@ def test_one_off_pods_get_no_default_spread() -> None:
 def test_pod_labels_cannot_take_over_the_selector_labels() -> None:
     with pytest.raises(helm_python.HelmValuesError, match="invalid propertyName"):
         render({"worker": {"podLabels": {"app.kubernetes.io/component": "api"}}})
+
+
+def test_redis_takes_every_connection_the_defaults_can_open_at_their_largest():
+    """Each API process caps its Redis connections (API_MAX_WAITS + 16): the chart's pods fit maxclients."""
+    values = yaml.safe_load((kube.CHART / "values.yaml").read_text())
+    defaults = Settings.from_env({})
+    api = values["api"]["autoscaling"]["maxReplicas"] * defaults.api_workers
+    per_api_process = defaults.api_max_waits + REDIS_COMMAND_CONNECTIONS
+    # A worker process keeps one pool of its own; two connections each is what one was measured to use.
+    workers = values["worker"]["keda"]["maxReplicaCount"] * (defaults.worker_concurrency + 1) * 2
+    needed = api * per_api_process + workers
+    redis_conf = by_kind_name(render())[("ConfigMap", "workqueue-redis")]["data"]["redis.conf"]
+    assert f"maxclients {values['redis']['maxclients']}" in redis_conf
+    assert needed < values["redis"]["maxclients"], needed
