@@ -20,6 +20,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+from testing.certs import Certificates
 
 BASE_DIR = Path(tempfile.gettempdir()) / "workqueue-test-servers"
 RABBITMQ_SCRIPTS = Path("/usr/lib/rabbitmq/bin")
@@ -185,20 +188,31 @@ def new_server_dir(name: str) -> Path:
 class RabbitMQ:
     """A private RabbitMQ node; ``stop()``/``start()`` keep its data (the PVC case)."""
 
-    def __init__(self, consumer_timeout_ms: int = 1_800_000) -> None:
+    def __init__(self, consumer_timeout_ms: int = 1_800_000, tls: Certificates | None = None) -> None:
         self.dir = new_server_dir("rabbitmq")
         self.port = free_port()
         self.node = f"wqtest{self.port}@localhost"
         self.consumer_timeout_ms = consumer_timeout_ms
+        self.tls = tls
         (self.dir / "home").mkdir()
         (self.dir / "enabled_plugins").write_text("[].\n")
-        (self.dir / "rabbitmq.conf").write_text(
-            f"consumer_timeout = {consumer_timeout_ms}\ndisk_free_limit.absolute = 50MB\nlog.console = false\n"
-        )
+        config = f"consumer_timeout = {consumer_timeout_ms}\ndisk_free_limit.absolute = 50MB\nlog.console = false\n"
+        if tls is not None:
+            # TLS only: the plain listener is off, clients must verify us and may present a certificate.
+            self.tls_port = free_port()
+            config += (
+                f"listeners.tcp = none\nlisteners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+                f"ssl_options.cacertfile = {tls.ca}\nssl_options.certfile = {tls.server_cert}\n"
+                f"ssl_options.keyfile = {tls.server_key}\nssl_options.verify = verify_peer\n"
+                "ssl_options.fail_if_no_peer_cert = false\n"
+            )
+        (self.dir / "rabbitmq.conf").write_text(config)
         self.process: Process | None = None
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"amqps://guest:guest@localhost:{self.tls_port}//"
         return f"amqp://guest:guest@127.0.0.1:{self.port}//"
 
     def env(self) -> dict[str, str]:
@@ -237,8 +251,9 @@ class RabbitMQ:
 
         if self.process is None or not self.process.alive():
             raise RuntimeError(f"RabbitMQ exited; log tail:\n{self.process.log_tail() if self.process else ''}")
+        ssl_options = {"ca_certs": str(self.tls.ca), "cert_reqs": 2} if self.tls is not None else False  # CERT_REQUIRED
         try:
-            with Connection(self.url, connect_timeout=1) as connection:
+            with Connection(self.url, connect_timeout=1, ssl=ssl_options) as connection:
                 connection.connect()
             return True
         except Exception:  # any failure means "not yet"
@@ -265,31 +280,54 @@ class RabbitMQ:
 class Redis:
     """A private Redis server (no persistence unless asked)."""
 
-    def __init__(self, appendonly: bool = False) -> None:
+    def __init__(
+        self, appendonly: bool = False, tls: Certificates | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         self.dir = new_server_dir("redis")
         self.port = free_port()
         self.appendonly = appendonly
+        self.tls = tls
+        self.extra_args = list(extra_args)  # e.g. --replicaof 127.0.0.1 <port>
         self.process: Process | None = None
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://localhost:{self.port}/0"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 30.0) -> None:
+        listener = ["--port", str(self.port)]
+        if self.tls is not None:  # TLS only, a certificate naming localhost alone; a client certificate is optional
+            listener = [
+                "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.localhost_only_cert),
+                "--tls-key-file", str(self.tls.localhost_only_key), "--tls-ca-cert-file", str(self.tls.ca),
+                "--tls-auth-clients", "optional",
+            ]  # fmt: skip
         argv = [
             shutil.which("redis-server") or "redis-server",
-            "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            *listener, "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
-            "--dir", str(self.dir), "--daemonize", "no",
+            "--dir", str(self.dir), "--daemonize", "no", *self.extra_args,
         ]  # fmt: skip
         self.process = Process(argv, dict(os.environ), self.dir / "server.log")
         wait_until(self.accepting, timeout, f"Redis on port {self.port}")
+
+    def client(self) -> Any:
+        """A redis-py client of this server (over TLS when it speaks only that)."""
+        import redis
+
+        if self.tls is not None:
+            return redis.Redis(
+                host="localhost", port=self.port, ssl=True, ssl_ca_certs=str(self.tls.ca), socket_connect_timeout=0.5
+            )
+        return redis.Redis(port=self.port, socket_connect_timeout=0.5)
 
     def accepting(self) -> bool:
         import redis
 
         try:
-            return bool(redis.Redis(port=self.port, socket_connect_timeout=0.5).ping())
+            return bool(self.client().ping())
         except redis.RedisError:
             return False
 

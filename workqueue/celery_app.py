@@ -17,7 +17,7 @@ from typing import Any, Literal
 from celery import Celery
 from kombu import Queue
 
-from workqueue import result_store
+from workqueue import result_store, tls
 from workqueue.settings import REDIS_COMMAND_CONNECTIONS, Settings
 
 Role = Literal["worker", "client"]
@@ -104,6 +104,13 @@ def celery_config(settings: Settings, role: Role) -> dict[str, Any]:
         # and each would open its own connections to Redis.
         "result_backend_thread_safe": client,
     }
+    if settings.broker_tls:
+        config["broker_use_ssl"] = tls.amqp_options(settings)
+    if settings.result_backend_tls:
+        config["redis_backend_use_ssl"] = tls.redis_options(settings)
+    if settings.result_backend_sentinel:
+        # Celery's sentinel:// backend asks these sentinels for the master of this name.
+        config["result_backend_transport_options"]["master_name"] = settings.redis_sentinel_master
     if settings.broker_is_amqp:
         # Publisher confirms: the API answers 202 only once RabbitMQ took
         # responsibility for the message.

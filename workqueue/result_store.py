@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery import Celery, states
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError, Reject, SoftTimeLimitExceeded
 from kombu.utils.encoding import bytes_to_str
 from redis import BlockingConnectionPool
@@ -81,7 +81,11 @@ redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 """
 
-BACKEND_CLASS = f"{__name__}:ResultStore"
+BACKEND_CLASSES = {
+    "redis": f"{__name__}:ResultStore",
+    "rediss": f"{__name__}:ResultStore",
+    "sentinel": f"{__name__}:SentinelResultStore",
+}
 
 # Backoff between attempts while the store refuses or is down.
 FIRST_DELAY, MAX_DELAY = 0.05, 2.0
@@ -97,8 +101,9 @@ def use_for(app: Celery, url: str) -> None:
     ``celery`` command sets ``result_backend`` from the RESULT_BACKEND
     variable (our setting's name too), which would replace such a URL.
     """
-    if url.partition("://")[0] in ("redis", "rediss"):
-        app.backend_cls = BACKEND_CLASS
+    backend_class = BACKEND_CLASSES.get(url.partition("://")[0])
+    if backend_class:
+        app.backend_cls = backend_class
 
 
 def note_start(task: Any = None, **_: Any) -> None:
@@ -107,8 +112,12 @@ def note_start(task: Any = None, **_: Any) -> None:
         setattr(task.request, STARTED_AT, time.monotonic())
 
 
-class ResultStore(RedisBackend):
-    """Celery's ``RedisBackend`` with a one-round-trip, race-free store that waits out outages."""
+class _OneRoundTrip:
+    """What ``ResultStore`` and ``SentinelResultStore`` add to Celery's Redis backends."""
+
+    app: Celery
+    client: Any
+    connection_errors: tuple[type[BaseException], ...]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Celery passes no URL for a backend class: the app's setting has it.
@@ -203,10 +212,18 @@ class ResultStore(RedisBackend):
         return result
 
     def _get_result_meta(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        meta = super()._get_result_meta(*args, **kwargs)
+        meta = super()._get_result_meta(*args, **kwargs)  # type: ignore[misc]
         meta.pop("args", None)  # in the submission record (result_extended)
         meta.pop("kwargs", None)
         return meta
+
+
+class ResultStore(_OneRoundTrip, RedisBackend):
+    """Celery's ``RedisBackend`` with a one-round-trip, race-free store that waits out outages."""
+
+
+class SentinelResultStore(_OneRoundTrip, SentinelBackend):
+    """The same over Redis Sentinel: every connection goes to the master the sentinels name."""
 
 
 def _brief(exc: BaseException) -> str:

@@ -37,17 +37,18 @@ API_AUTH_MODES = ("required", "off")
 MIN_TOKEN_LENGTH = 16
 TOKEN_SYNTAX = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "filesystem")
-BACKEND_SCHEMES = ("redis", "rediss", "file")
+BACKEND_SCHEMES = ("redis", "rediss", "sentinel", "file")
 
 # The parts BROKER_URL and RESULT_BACKEND are built from when they are not
 # given whole (the book's names; the hosts are the Kubernetes Service names).
 BROKER_PARTS: dict[str, Any] = {
+    "RABBITMQ_TLS": False,
     "RABBITMQ_HOST": "message-queue",
     "RABBITMQ_PORT": 5672,
     "RABBITMQ_USERNAME": "guest",
     "RABBITMQ_VHOST": "/",
 }
-BACKEND_PARTS: dict[str, Any] = {"REDIS_HOST": "redis", "REDIS_PORT": 6379, "REDIS_DB": 0}
+BACKEND_PARTS: dict[str, Any] = {"REDIS_TLS": False, "REDIS_HOST": "redis", "REDIS_PORT": 6379, "REDIS_DB": 0}
 
 
 # Redis connections an API process keeps for commands, beside its waits' pub/sub ones.
@@ -160,6 +161,23 @@ class Settings:
     # through the publish into the task; empty, OpenTelemetry is not imported.
     # The SDK reads the other OTEL_* variables (OTEL_SERVICE_NAME, sampling) itself.
     otel_exporter_otlp_endpoint: str = _env("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+    # TLS (docs/infrastructure.md).  An amqps:// BROKER_URL (RABBITMQ_TLS=true
+    # builds one) or a rediss:// RESULT_BACKEND (REDIS_TLS=true) speaks TLS;
+    # these name the CA bundle that verifies the server (empty: the system's)
+    # and the client certificate and key, if the server asks for one: files
+    # mounted from a Secret.  The server's hostname is verified unless turned off.
+    rabbitmq_tls_ca_file: str = _env("RABBITMQ_TLS_CA_FILE", "")
+    rabbitmq_tls_cert_file: str = _env("RABBITMQ_TLS_CERT_FILE", "")
+    rabbitmq_tls_key_file: str = _env("RABBITMQ_TLS_KEY_FILE", "")
+    rabbitmq_tls_verify_hostname: bool = _env("RABBITMQ_TLS_VERIFY_HOSTNAME", True)
+    redis_tls_ca_file: str = _env("REDIS_TLS_CA_FILE", "")
+    redis_tls_cert_file: str = _env("REDIS_TLS_CERT_FILE", "")
+    redis_tls_key_file: str = _env("REDIS_TLS_KEY_FILE", "")
+    redis_tls_verify_hostname: bool = _env("REDIS_TLS_VERIFY_HOSTNAME", True)
+    # Redis Sentinel: with REDIS_SENTINELS (host:port, comma-separated) the
+    # result store is the master these sentinels name, followed across
+    # failovers by everything that talks to Redis.
+    redis_sentinel_master: str = _env("REDIS_SENTINEL_MASTER", "mymaster")
 
     @property
     def publishing_timeout(self) -> float:
@@ -170,6 +188,23 @@ class Settings:
         for a loaded process.
         """
         return max(10.0, 10 * self.api_dependency_timeout)
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """Every broker URL: BROKER_URL may list several (``;``), kombu's failover order."""
+        return tuple(url.strip() for url in self.broker_url.split(";") if url.strip())
+
+    @property
+    def broker_tls(self) -> bool:
+        return any(urlsplit(url).scheme == "amqps" for url in self.broker_urls)
+
+    @property
+    def result_backend_tls(self) -> bool:
+        return urlsplit(self.result_backend).scheme == "rediss"
+
+    @property
+    def result_backend_sentinel(self) -> bool:
+        return urlsplit(self.result_backend).scheme == "sentinel"
 
     @property
     def broker_is_amqp(self) -> bool:
@@ -192,8 +227,26 @@ class Settings:
                 "TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT "
                 f"(got {self.task_soft_time_limit} >= {self.task_time_limit})"
             )
-        _check_url("BROKER_URL", self.broker_url, BROKER_SCHEMES)
-        _check_url("RESULT_BACKEND", self.result_backend, BACKEND_SCHEMES)
+        for url in self.broker_urls or (self.broker_url,):
+            _check_url("BROKER_URL", url, BROKER_SCHEMES)
+        for url in self.result_backend.split(";"):
+            _check_url("RESULT_BACKEND", url, BACKEND_SCHEMES)
+        for name, path in (
+            ("RABBITMQ_TLS_CA_FILE", self.rabbitmq_tls_ca_file),
+            ("RABBITMQ_TLS_CERT_FILE", self.rabbitmq_tls_cert_file),
+            ("RABBITMQ_TLS_KEY_FILE", self.rabbitmq_tls_key_file),
+            ("REDIS_TLS_CA_FILE", self.redis_tls_ca_file),
+            ("REDIS_TLS_CERT_FILE", self.redis_tls_cert_file),
+            ("REDIS_TLS_KEY_FILE", self.redis_tls_key_file),
+        ):
+            if path and not os.path.isfile(path):
+                raise SettingsError(f"{name} names {path!r}, which is not a readable file (a mounted Secret?)")
+        for service, cert, key in (
+            ("RABBITMQ", self.rabbitmq_tls_cert_file, self.rabbitmq_tls_key_file),
+            ("REDIS", self.redis_tls_cert_file, self.redis_tls_key_file),
+        ):
+            if bool(cert) != bool(key):
+                raise SettingsError(f"{service}_TLS_CERT_FILE and {service}_TLS_KEY_FILE go together: both or neither")
         _check_tokens("API_TOKENS", self.api_tokens)
         _check_tokens("API_READ_TOKENS", self.api_read_tokens)
         if set(self.api_tokens) & set(self.api_read_tokens):
@@ -301,19 +354,29 @@ def _bounded(name: str, value: Any, minimum: Any = None, maximum: Any = None) ->
 
 
 def _broker_url(read: _Reader) -> str:
-    """``BROKER_URL`` wins; otherwise build it from the book's RABBITMQ_* names."""
+    """``BROKER_URL`` wins; otherwise build it from the book's RABBITMQ_* names.
+
+    ``RABBITMQ_HOST`` may name several nodes (comma-separated): the URL then
+    lists each (``;``), which kombu fails over between.
+    """
     explicit = read.raw("BROKER_URL")
     if explicit:
         return explicit
-    host = read.text("RABBITMQ_HOST", BROKER_PARTS["RABBITMQ_HOST"])
+    hosts = [h.strip() for h in read.text("RABBITMQ_HOST", BROKER_PARTS["RABBITMQ_HOST"]).split(",") if h.strip()]
     port = read.port("RABBITMQ_PORT", BROKER_PARTS["RABBITMQ_PORT"])
     user = read.text("RABBITMQ_USERNAME", BROKER_PARTS["RABBITMQ_USERNAME"])
     password = read.raw("RABBITMQ_PASSWORD") or ""
     vhost = read.text("RABBITMQ_VHOST", BROKER_PARTS["RABBITMQ_VHOST"])
+    scheme = "amqps" if read.boolean("RABBITMQ_TLS", BROKER_PARTS["RABBITMQ_TLS"]) else "amqp"
     # Credentials and vhost are percent-encoded: a generated password may
     # contain '@', '/' or ':' and the default vhost '/' must become '%2F'.
     auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
-    return f"amqp://{auth}@{host}:{port}/{quote(vhost, safe='')}"
+    return ";".join(f"{scheme}://{auth}@{_host_port(host, port)}/{quote(vhost, safe='')}" for host in hosts)
+
+
+def _host_port(host: str, default_port: int) -> str:
+    """``host`` or ``host:port`` as given; the default port when none is."""
+    return host if ":" in host and not host.startswith("[") else f"{host}:{default_port}"
 
 
 def _result_backend(read: _Reader) -> str:
@@ -326,7 +389,13 @@ def _result_backend(read: _Reader) -> str:
     db = _bounded("REDIS_DB", read._parsed("REDIS_DB", BACKEND_PARTS["REDIS_DB"], int, "an integer"), 0, 15)
     password = read.raw("REDIS_PASSWORD")
     auth = f":{quote(password, safe='')}@" if password else ""
-    return f"redis://{auth}{host}:{port}/{db}"
+    sentinels = [s.strip() for s in (read.raw("REDIS_SENTINELS") or "").split(",") if s.strip()]
+    if sentinels:
+        # Celery's form: one sentinel:// URL per sentinel; the master's name
+        # goes in the transport options (REDIS_SENTINEL_MASTER).
+        return ";".join(f"sentinel://{auth}{_host_port(s, 26379)}/{db}" for s in sentinels)
+    scheme = "rediss" if read.boolean("REDIS_TLS", BACKEND_PARTS["REDIS_TLS"]) else "redis"
+    return f"{scheme}://{auth}{host}:{port}/{db}"
 
 
 def _check_tokens(name: str, tokens: tuple[str, ...]) -> None:
@@ -375,6 +444,12 @@ def main(argv: list[str] | None = None) -> int:
             settings.check_api_access()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    from workqueue import tls  # imports this module: not at the top
+
+    problem = tls.check(settings)
+    if problem:
+        print(f"configuration error: {problem}", file=sys.stderr)
         return 2
     if "--shell" in args:
         sys.stdout.write(settings.shell_assignments())

@@ -1,6 +1,7 @@
 """Settings: the documented environment names, defaults, and one-line errors."""
 
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -104,8 +105,9 @@ def test_every_variable_has_one_default_in_the_settings_module():
     defaults = settings_module.defaults()
     assert defaults["RUNTIME_DIR"] == Settings.from_env({}).runtime_dir == "/tmp/workqueue"
     assert defaults["RABBITMQ_HOST"] == "message-queue" and defaults["REDIS_PORT"] == 6379
-    # Every field but the two URLs (built from parts) is read from exactly one variable.
-    assert len(defaults) == len(dataclasses.fields(Settings)) - 2 + 7
+    # Every field but the two URLs is read from exactly one variable; the URLs' parts have theirs.
+    parts = len(settings_module.BROKER_PARTS) + len(settings_module.BACKEND_PARTS)
+    assert len(defaults) == len(dataclasses.fields(Settings)) - 2 + parts
 
 
 GOOD_TOKEN = "0123456789abcdef-token"
@@ -165,3 +167,34 @@ def test_only_the_api_needs_a_token():
         [sys.executable, "-m", "workqueue.settings", "--api"], env=env, capture_output=True, timeout=60
     )
     assert api.returncode == 2
+
+
+def test_several_rabbitmq_hosts_make_a_failover_url_and_tls_switches_the_scheme():
+    settings = Settings.from_env(
+        {"RABBITMQ_HOST": "rabbit-0,rabbit-1:5673", "RABBITMQ_PASSWORD": "p@ss", "RABBITMQ_TLS": "true",
+         "RABBITMQ_PORT": "5671"}
+    )  # fmt: skip
+    assert settings.broker_urls == (
+        "amqps://guest:p%40ss@rabbit-0:5671/%2F",
+        "amqps://guest:p%40ss@rabbit-1:5673/%2F",
+    )
+    assert settings.broker_tls
+
+
+def test_sentinels_make_a_sentinel_result_backend():
+    settings = Settings.from_env({"REDIS_SENTINELS": "s0:26379, s1", "REDIS_PASSWORD": "pw", "REDIS_DB": "2"})
+    assert settings.result_backend == "sentinel://:pw@s0:26379/2;sentinel://:pw@s1:26379/2"
+    assert settings.result_backend_sentinel and settings.redis_sentinel_master == "mymaster"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"REDIS_TLS_CA_FILE": "/nowhere/ca.pem"}, "REDIS_TLS_CA_FILE names '/nowhere/ca.pem', which is not"),
+        ({"RABBITMQ_TLS_CERT_FILE": __file__}, "RABBITMQ_TLS_CERT_FILE and RABBITMQ_TLS_KEY_FILE go together"),
+        ({"BROKER_URL": "amqp://a//;redis://b"}, "BROKER_URL must start with one of"),
+    ],
+)
+def test_tls_files_and_failover_urls_are_checked_with_one_line(environ, message):
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        Settings.from_env(environ)
