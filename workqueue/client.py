@@ -50,6 +50,7 @@ REPUBLISHING_PREFIX = "workqueue-republishing-"
 READINESS_KEY = "workqueue-readiness-probe"
 READINESS_SECONDS = 1.0  # how long a readiness answer is shared
 KEEPALIVE = object()  # yielded by a watch after quiet seconds (see TaskClient.watch)
+RESUBSCRIBE_SECONDS = 0.25  # between a watch's attempts to subscribe again after its connection dropped
 T = TypeVar("T")
 # Keys per MGET when reading many tasks at once.
 READ_BATCH = 1000
@@ -732,20 +733,42 @@ class TaskClient:
     def _views(
         self, subscribers: Subscribers, task_id: str, seconds: float, keepalive: float | None
     ) -> Iterator[dict[str, Any] | None | object]:
+        """The views of ``watch``; a subscription the store dropped is made again until the deadline.
+
+        A failover (Sentinel, a managed Redis) drops the pub/sub connection:
+        the watch subscribes again (to the new master) and reads the state
+        again, so a waiting client still gets its answer.  Only a store that
+        does not answer the first read is an error (503).
+        """
         deadline = time.monotonic() + seconds
-        with self._unavailable("result backend"), subscribers.subscribed(self._result_key(task_id)) as channel:
-            channel.confirm(self.settings.api_dependency_timeout)  # subscribed: nothing is missed now
-            view = self.describe(task_id)
-            yield view
-            while view is not None and view["state"] not in states.READY_STATES:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                if channel.message(min(remaining, keepalive or remaining)) is not None:
+        shown: dict[str, Any] | None = None
+        first = True
+        while True:
+            try:
+                with subscribers.subscribed(self._result_key(task_id)) as channel:
+                    channel.confirm(self.settings.api_dependency_timeout)  # subscribed: nothing is missed now
                     view = self.describe(task_id)
-                    yield view
-                elif keepalive and deadline - time.monotonic() > 0:
-                    yield KEEPALIVE
+                    if first or view != shown:
+                        first, shown = False, view
+                        yield view
+                    while view is not None and view["state"] not in states.READY_STATES:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return
+                        if channel.message(min(remaining, keepalive or remaining)) is not None:
+                            view = shown = self.describe(task_id)
+                            yield view
+                        elif keepalive and deadline - time.monotonic() > 0:
+                            yield KEEPALIVE
+                    return
+            except (*self.errors, DependencyUnavailable) as exc:
+                if first and isinstance(exc, DependencyUnavailable):
+                    raise
+                if first:
+                    raise DependencyUnavailable("result backend", exc) from exc
+                if time.monotonic() + RESUBSCRIBE_SECONDS >= deadline:
+                    return
+                time.sleep(RESUBSCRIBE_SECONDS)  # the store is failing over: try again shortly
 
     def _watching_changed(self, by: int) -> None:
         self.watching += by
