@@ -181,20 +181,31 @@ def started(server: RabbitMQ | Redis) -> Iterator[RabbitMQ | Redis]:
 
 
 def new_server_dir(name: str) -> Path:
+    """A directory of this run's own; its owner is recorded at once, so a parallel run never reaps it."""
     BASE_DIR.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=BASE_DIR))
+    directory = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=BASE_DIR))
+    (directory / "owner").write_text(str(os.getpid()))
+    return directory
 
 
 class RabbitMQ:
     """A private RabbitMQ node; ``stop()``/``start()`` keep its data (the PVC case)."""
 
-    def __init__(self, consumer_timeout_ms: int = 1_800_000, tls: Certificates | None = None) -> None:
+    def __init__(
+        self,
+        consumer_timeout_ms: int = 1_800_000,
+        tls: Certificates | None = None,
+        home: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.dir = new_server_dir("rabbitmq")
+        self.home = home or self.dir / "home"  # nodes of one cluster share it: one Erlang cookie
+        self.extra_env = extra_env or {}
         self.port = free_port()
         self.node = f"wqtest{self.port}@localhost"
         self.consumer_timeout_ms = consumer_timeout_ms
         self.tls = tls
-        (self.dir / "home").mkdir()
+        self.home.mkdir(exist_ok=True)
         (self.dir / "enabled_plugins").write_text("[].\n")
         config = f"consumer_timeout = {consumer_timeout_ms}\ndisk_free_limit.absolute = 50MB\nlog.console = false\n"
         if tls is not None:
@@ -219,7 +230,7 @@ class RabbitMQ:
         d = self.dir
         return {
             **os.environ,
-            "HOME": str(d / "home"),
+            "HOME": str(self.home),
             "RABBITMQ_NODENAME": self.node,
             "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
             "RABBITMQ_NODE_PORT": str(self.port),
@@ -233,6 +244,7 @@ class RabbitMQ:
             "ERL_EPMD_ADDRESS": "127.0.0.1",
             # The node's and the CLI's crash dumps stay with the node (Erlang's default is the cwd: the repo).
             "ERL_CRASH_DUMP": str(d / "erl_crash.dump"),
+            **self.extra_env,
         }
 
     def start(self, timeout: float = 90.0) -> None:

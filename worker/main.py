@@ -21,6 +21,7 @@ from workqueue.settings import Settings
 def create_worker_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.from_env()
     app = create_celery(settings, role="worker")
+    app.conf.worker_consumer = "worker.consumer:Consumer"  # Celery's, without native delayed delivery
     celery_tasks.register(app, catalogue.for_settings(settings))
     probes.install(app)
     shutdown.install(app)

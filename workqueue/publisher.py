@@ -261,7 +261,10 @@ class Publisher:
         try:
             # Two quick attempts (no 2 s back-off): an HTTP request is waiting.
             connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=self.confirm_timeout)
-            producer = Producer(connection.default_channel, auto_declare=False)
+            connection.default_channel  # noqa: B018 - opened now, inside the error handling
+            # Given the connection itself, the producer keeps it (``producer.connection``)
+            # even after the broker closed its channel, so it can be dropped cleanly then.
+            producer = Producer(connection, auto_declare=False)
         except self.errors as exc:
             connection.collect()
             raise NotPublished(f"cannot connect to the broker: {type(exc).__name__}: {exc}") from exc
