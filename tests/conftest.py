@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from testing import faults, servers
+from testing import certs, faults, servers
+from testing.certs import Certificates
 from testing.processes import Api, Worker
 from workqueue.settings import Settings
 
@@ -109,6 +110,16 @@ def private_rabbitmq() -> Iterator[servers.RabbitMQ]:
     """A RabbitMQ node of the test's own, for tests that stop or restart it."""
     with servers.started(servers.RabbitMQ()) as node:
         yield node
+
+
+@pytest.fixture(scope="session")
+def tls_servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Certificates, servers.RabbitMQ, servers.Redis]]:
+    """Certificates made for the session, and a RabbitMQ and a Redis that speak only TLS with them."""
+    made = certs.make(tmp_path_factory.mktemp("certs"))
+    with servers.started(servers.RabbitMQ(tls=made)) as node, servers.started(servers.Redis(tls=made)) as store:
+        yield made, node, store  # type: ignore[misc]
 
 
 @pytest.fixture

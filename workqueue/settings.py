@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
+from workqueue import tls
+
 T = TypeVar("T")
 
 QUEUE_TYPES = ("classic", "quorum")
@@ -445,8 +447,6 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    from workqueue import tls  # imports this module: not at the top
-
     problem = tls.check(settings)
     if problem:
         print(f"configuration error: {problem}", file=sys.stderr)

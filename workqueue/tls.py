@@ -18,12 +18,27 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from workqueue.settings import Settings
-
 HANDSHAKE_SECONDS = 5.0
+
+
+class Settings(Protocol):
+    """What this module reads of ``workqueue.settings.Settings`` (which imports it: no import back)."""
+
+    broker_urls: tuple[str, ...]
+    broker_tls: bool
+    result_backend: str
+    result_backend_tls: bool
+    rabbitmq_tls_ca_file: str
+    rabbitmq_tls_cert_file: str
+    rabbitmq_tls_key_file: str
+    rabbitmq_tls_verify_hostname: bool
+    redis_tls_ca_file: str
+    redis_tls_cert_file: str
+    redis_tls_key_file: str
+    redis_tls_verify_hostname: bool
 
 
 def amqp_options(settings: Settings) -> dict[str, Any]:

@@ -11,26 +11,17 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from testing import certs, servers
 from testing.certs import Certificates
 from testing.faults import report
 from testing.processes import REPO, Api, Worker, service_env, wait_for_state
 from testing.servers import free_port
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Certificates, servers.RabbitMQ, servers.Redis]]:
-    made = certs.make(tmp_path_factory.mktemp("certs"))
-    with servers.started(servers.RabbitMQ(tls=made)) as node, servers.started(servers.Redis(tls=made)) as store:
-        yield made, node, store
 
 
 def tls_env(made: Certificates, client_certificate: bool = True) -> dict[str, str]:
@@ -50,8 +41,8 @@ def run_sh(mode: str, broker: str, backend: str, tmp_path: Path, **extra: str) -
     )  # fmt: skip
 
 
-def test_the_whole_path_works_over_tls_only(tls, tmp_path):
-    made, node, store = tls
+def test_the_whole_path_works_over_tls_only(tls_servers, tmp_path):
+    made, node, store = tls_servers
     assert node.url.startswith("amqps://") and store.url.startswith("rediss://")
     env = tls_env(made)
     metrics_port = free_port()
@@ -99,8 +90,8 @@ def test_the_whole_path_works_over_tls_only(tls, tmp_path):
         ("wrong-hostname", "IP address mismatch"),
     ],
 )
-def test_a_wrong_ca_or_hostname_stops_a_process_at_start_with_one_line(tls, tmp_path, case, message):
-    made, node, store = tls
+def test_a_wrong_ca_or_hostname_stops_a_process_at_start_with_one_line(tls_servers, tmp_path, case, message):
+    made, node, store = tls_servers
     env = tls_env(made, client_certificate=False)
     broker, backend = node.url, store.url
     if case == "wrong-ca":

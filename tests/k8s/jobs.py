@@ -1,6 +1,6 @@
 """Running the chart's Job and CronJob containers locally, with the labels the Job controller gives their pods.
 
-``tests/k8s/test_manifests.py``'s ``Cluster`` runs a container's exact args and
+``tests/k8s/local.py``'s ``Cluster`` runs a container's exact args and
 environment against private servers; the schedule and batch pods also read
 labels of their own pod through the downward API (``JOB_NAME``, ``JOB_UID``),
 which the Job controller sets (``batch.kubernetes.io/job-name``,
@@ -17,7 +17,7 @@ from typing import Any
 
 from dev.manifests import pod_spec
 from testing.servers import RabbitMQ, Redis, started
-from tests.k8s.test_manifests import Cluster
+from tests.k8s.local import Cluster, for_deploy
 
 _LABEL_FIELD = re.compile(r"metadata\.labels\['([^']+)'\]")
 
@@ -55,7 +55,7 @@ def job_pod_labels(job_name: str, uid: str) -> dict[str, str]:
 def cluster_with_a_worker() -> Iterator[JobCluster]:
     """Private servers and the worker Deployment of deploy/ (init step, then container), as test_manifests runs it."""
     with started(RabbitMQ()) as rabbitmq, started(Redis()) as redis_server:
-        local = JobCluster(rabbitmq, redis_server)
+        local = for_deploy(rabbitmq, redis_server, JobCluster)
         try:
             (init,) = pod_spec(local.objects[("Deployment", "workqueue-worker")])["initContainers"]
             assert local.run(init, "worker", timeout=60).returncode == 0

@@ -13,7 +13,6 @@ import os
 import re
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,26 +25,19 @@ import requests
 
 from dev import manifests as kube
 from dev.manifests import DEPLOY, KUBE_VERSIONS, REPO, containers, load_all, pod_spec, render
-from testing.processes import _SCRUBBED_PREFIXES
 from testing.servers import (
     Process,
     RabbitMQ,
     Redis,
     command_lines,
     free_port,
-    new_server_dir,
     started,
     wait_until,
 )
 from tests.k8s import policy
+from tests.k8s.local import Cluster, deploy_objects, for_deploy, wait_for_probe
 
 README = DEPLOY / "README.md"
-
-
-def deploy_objects() -> dict[tuple[str, str], dict[str, Any]]:
-    """Objects of deploy/*.yaml (not optional/) by (kind, name)."""
-    files = {path: text for path, text in kube.deploy_files().items() if path.parent == Path(".")}
-    return {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_all(files)}
 
 
 # --- deploy/ is the chart ----------------------------------------------------------
@@ -184,109 +176,10 @@ def test_container_args_are_run_sh_modes_and_probes_are_shipped_scripts() -> Non
                     assert flag in re.findall(r"^  (--[a-z]+)\)", (REPO / script).read_text(), re.MULTILINE)
 
 
-class Cluster:
-    """The manifests' containers as local processes against private servers."""
-
-    def __init__(self, rabbitmq: RabbitMQ, redis_server: Redis) -> None:
-        self.dir = new_server_dir("manifests")
-        self.objects = deploy_objects()
-        self.config = dict(self.objects[("ConfigMap", "workqueue-config")]["data"])
-        # What `kubectl create secret` of deploy/README.md holds.
-        self.secret = {key: secrets.token_hex(24) for key in ("RABBITMQ_PASSWORD", "REDIS_PASSWORD", "API_TOKENS")}
-        rabbitmq.ctl("add_user", self.config["RABBITMQ_USERNAME"], self.secret["RABBITMQ_PASSWORD"])
-        rabbitmq.ctl(
-            "set_permissions", "-p", self.config["RABBITMQ_VHOST"], self.config["RABBITMQ_USERNAME"], ".*", ".*", ".*"
-        )
-        redis.Redis(port=redis_server.port).config_set("requirepass", self.secret["REDIS_PASSWORD"])
-        # Only where the servers are differs from the cluster: the Services' names become 127.0.0.1.
-        self.config.update(
-            RABBITMQ_HOST="127.0.0.1", RABBITMQ_PORT=str(rabbitmq.port),
-            REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis_server.port),
-        )  # fmt: skip
-        self.api_port = free_port()
-        self.processes: list[Process] = []
-
-    def container(self, kind: str, name: str, container_name: str) -> dict[str, Any]:
-        return next(c for c in containers(self.objects[(kind, name)]) if c["name"] == container_name)
-
-    def env(self, c: dict[str, Any], runtime: str) -> dict[str, str]:
-        """The container's environment as the kubelet builds it, plus a PATH like the image's."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
-        for source in c.get("envFrom", []):
-            assert source["configMapRef"]["name"] == "workqueue-config"
-            env.update(self.config)
-        for entry in c.get("env", []):
-            if "value" in entry:
-                env[entry["name"]] = entry["value"]
-            elif "fieldRef" in entry["valueFrom"]:
-                assert entry["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-                env[entry["name"]] = f"{runtime}-pod"
-            else:
-                ref = entry["valueFrom"]["secretKeyRef"]
-                assert ref["name"] == "workqueue-secret"
-                if ref.get("optional") and ref["key"] not in self.secret:
-                    continue  # the kubelet leaves the variable unset (API_READ_TOKENS)
-                env[entry["name"]] = self.secret[ref["key"]]
-        if c["name"] == "api":
-            assert c["ports"][0]["containerPort"] == int(env["PORT"])
-            env["PORT"] = str(self.api_port)  # a free port here instead of 8000
-        # The image has /app (run.sh, celery_status.sh) and its Python on PATH; the
-        # emptyDir at /tmp holds RUNTIME_DIR.
-        env["PATH"] = os.pathsep.join([str(REPO), str(Path(sys.executable).parent), env.get("PATH", "")])
-        env["RUNTIME_DIR"] = str(self.dir / runtime)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
-
-    def start(self, c: dict[str, Any], runtime: str) -> Process:
-        process = Process(
-            [str(REPO / "run.sh"), *c["args"]], self.env(c, runtime), self.dir / f"{runtime}.log", cwd="/"
-        )
-        self.processes.append(process)
-        return process
-
-    def run(
-        self, c: dict[str, Any], runtime: str, timeout: float, args: list[str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        env = self.env(c, runtime)
-        argv = [str(REPO / "run.sh"), *(self.expand(arg, env) for arg in (args or c["args"]))]
-        return subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, timeout=timeout)
-
-    def expand(self, arg: str, env: dict[str, str]) -> str:
-        """What the kubelet does to args ($(VAR) from the container's env), and Service names -> here."""
-        arg = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg)
-        return arg.replace("http://workqueue-api:8000", f"http://127.0.0.1:{self.api_port}")
-
-    def exec_probe(self, c: dict[str, Any], kind: str, runtime: str) -> subprocess.CompletedProcess[str]:
-        """The probe's command, as `kubectl exec` / the kubelet runs it, within its timeout."""
-        probe = c[f"{kind}Probe"]
-        return subprocess.run(
-            probe["exec"]["command"], env=self.env(c, runtime), cwd="/", capture_output=True, text=True,
-            timeout=probe.get("timeoutSeconds", 1),
-        )  # fmt: skip
-
-    def http_probe(self, c: dict[str, Any], kind: str) -> int:
-        probe = c[f"{kind}Probe"]
-        assert probe["httpGet"]["port"] == c["ports"][0]["name"]
-        url = f"http://127.0.0.1:{self.api_port}{probe['httpGet']['path']}"
-        try:
-            return requests.get(url, timeout=probe["timeoutSeconds"]).status_code
-        except requests.RequestException:
-            return 0
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.stop()
-
-
-def wait_for_probe(check: Any, probe: dict[str, Any], what: str) -> None:
-    """Succeeds within the probe's own budget (periodSeconds x failureThreshold)."""
-    wait_until(check, probe["periodSeconds"] * probe.get("failureThreshold", 3), what, interval=0.2)
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     with started(RabbitMQ()) as rabbitmq, started(Redis()) as redis_server:
-        local = Cluster(rabbitmq, redis_server)
+        local = for_deploy(rabbitmq, redis_server)
         try:
             yield local
         finally:

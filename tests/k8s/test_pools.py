@@ -23,8 +23,8 @@ from dev import manifests as kube
 from dev.manifests import ALL_OPTIONS, Doc, by_kind_name, containers, pod_spec, render
 from testing.servers import RabbitMQ, Redis, started
 from tests.k8s.jobs import JobCluster, job_pod_labels
+from tests.k8s.local import for_deploy, wait_for_probe
 from tests.k8s.test_chart import _admitted, _matches, _pod_labels
-from tests.k8s.test_manifests import wait_for_probe
 from tests.k8s.test_upgrades import immutable_changes
 from workqueue import catalogue
 from workqueue.settings import Settings
@@ -234,7 +234,7 @@ def test_render_refuses_pool_mistakes_naming_the_value(
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[JobCluster]:
     with started(RabbitMQ()) as rabbitmq, started(Redis()) as redis_server:
-        local = JobCluster(rabbitmq, redis_server)
+        local = for_deploy(rabbitmq, redis_server, JobCluster)
         try:
             yield local
         finally:

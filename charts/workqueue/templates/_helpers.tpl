@@ -116,16 +116,7 @@ envFrom:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 env:
-  - name: RABBITMQ_PASSWORD
-    valueFrom:
-      secretKeyRef:
-        name: {{ include "workqueue.secretName" $root }}
-        key: RABBITMQ_PASSWORD
-  - name: REDIS_PASSWORD
-    valueFrom:
-      secretKeyRef:
-        name: {{ include "workqueue.secretName" $root }}
-        key: REDIS_PASSWORD
+  {{- include "workqueue.passwordEnv" $root | nindent 2 }}
   {{- with $values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -377,7 +368,7 @@ crash-looping or spending its own timeout on it.
   securityContext:
     {{- include "workqueue.containerSecurityContext" . | nindent 4 }}
   volumeMounts:
-    {{- include "workqueue.tmpVolumeMount" . | nindent 4 }}
+    {{- include "workqueue.appVolumeMounts" . | nindent 4 }}
 {{- end }}
 
 {{/*
@@ -439,7 +430,7 @@ spec:
       securityContext:
         {{- include "workqueue.containerSecurityContext" $root | nindent 8 }}
       volumeMounts:
-        {{- include "workqueue.tmpVolumeMount" $root | nindent 8 }}
+        {{- include "workqueue.appVolumeMounts" $root | nindent 8 }}
   volumes:
-    {{- include "workqueue.tmpVolume" $root | nindent 4 }}
+    {{- include "workqueue.appVolumes" $root | nindent 4 }}
 {{- end }}
