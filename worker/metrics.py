@@ -179,6 +179,33 @@ class QueueDepthCollector(Collector):
         yield consumers
 
 
+class ResultStoreMemoryCollector(Collector):
+    """The result store's memory and its maxmemory, read from Redis (INFO memory) at scrape time.
+
+    Redis refuses every write once it reaches maxmemory (the chart's noeviction):
+    the alert WorkqueueResultStoreNearlyFull reads these before that happens.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        used = GaugeMetricFamily("workqueue_result_store_used_memory_bytes", "Memory Redis uses (INFO used_memory)")
+        limit = GaugeMetricFamily(
+            "workqueue_result_store_max_memory_bytes", "Redis' maxmemory (0: no limit), past which it refuses writes"
+        )
+        client = getattr(self.app.backend, "client", None)  # the embedded file store has none
+        if client is not None:
+            try:
+                memory = client.info("memory")
+                used.add_metric([], float(memory["used_memory"]))
+                limit.add_metric([], float(memory["maxmemory"]))
+            except Exception as exc:  # a scrape must not fail because Redis did
+                logger.debug("result store memory unavailable: %s", exc)
+        yield used
+        yield limit
+
+
 class MetricsServerStep(bootsteps.StartStopStep):
     """Serve /metrics from the main process once the pool exists (children never inherit it)."""
 
@@ -198,6 +225,7 @@ class MetricsServerStep(bootsteps.StartStopStep):
         queues = sorted({*settings.worker_queues, *catalogue.for_settings(settings).queues})
         registry.register(QueueDepthCollector(worker.app, queues))
         registry.register(WorkerStateCollector(worker))
+        registry.register(ResultStoreMemoryCollector(worker.app))
         try:
             self.server, _ = start_http_server(self.port, registry=registry)
         except OSError as exc:  # metrics must never stop the worker

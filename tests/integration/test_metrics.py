@@ -125,3 +125,22 @@ def test_celery_exporter_names_and_the_queue_wait_time_are_served(private_rabbit
     for name in EXPORTER_WORKER:
         assert re.search(rf"^{name}\{{", text, re.MULTILINE), f"{name} is served"
     assert sample(api_text, "celery_task_sent_total", **sent) == sent_before + 3
+
+
+def test_the_worker_reports_the_result_stores_memory_and_its_limit(private_rabbitmq, private_redis):
+    """What the alert WorkqueueResultStoreNearlyFull divides: the gauges follow Redis' own figures."""
+    port = free_port()
+    worker = Worker(private_rabbitmq.url, private_redis.url, name="store-memory", WORKER_METRICS_PORT=str(port))
+    store = private_redis.client()
+    try:
+        worker.start().wait_ready()
+        metrics = lambda: requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text  # noqa: E731
+        assert sample(metrics(), "workqueue_result_store_max_memory_bytes") == 0, "no maxmemory yet"
+        store.config_set("maxmemory", 256 * 1024 * 1024)
+        store.set("ballast", "x" * 2_000_000)
+        text = metrics()
+        assert sample(text, "workqueue_result_store_max_memory_bytes") == 256 * 1024 * 1024
+        used = sample(text, "workqueue_result_store_used_memory_bytes")
+        assert 2_000_000 < used <= float(store.info("memory")["used_memory"]) * 1.5
+    finally:
+        worker.stop()

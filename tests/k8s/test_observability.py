@@ -138,6 +138,7 @@ def test_rules_render_with_expr_for_labels_and_annotations(everything: list[Doc]
         "WorkqueueQueueGrowing",
         "WorkqueueTaskFailureRatioHigh",
         "WorkqueueQueueWaitHigh",
+        "WorkqueueResultStoreNearlyFull",
     }
     for name, alert in found.items():
         assert set(alert) == {"alert", "expr", "for", "labels", "annotations"}, name
@@ -150,6 +151,7 @@ def test_rules_render_with_expr_for_labels_and_annotations(everything: list[Doc]
     assert found["WorkqueueWorkersDown"]["expr"].startswith("absent(celery_worker_up{")
     assert "deriv(celery_queue_length" in found["WorkqueueQueueGrowing"]["expr"]
     assert "histogram_quantile(0.95" in found["WorkqueueQueueWaitHigh"]["expr"]
+    assert "workqueue_result_store_max_memory_bytes" in found["WorkqueueResultStoreNearlyFull"]["expr"]
 
 
 def test_the_worker_job_label_is_the_worker_metrics_service(everything: list[Doc]) -> None:
