@@ -163,7 +163,7 @@ class Settings:
     # through the publish into the task; empty, OpenTelemetry is not imported.
     # The SDK reads the other OTEL_* variables (OTEL_SERVICE_NAME, sampling) itself.
     otel_exporter_otlp_endpoint: str = _env("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-    # TLS (docs/infrastructure.md).  An amqps:// BROKER_URL (RABBITMQ_TLS=true
+    # TLS ("External RabbitMQ and Redis" in charts/workqueue/README.md).  An amqps:// BROKER_URL (RABBITMQ_TLS=true
     # builds one) or a rediss:// RESULT_BACKEND (REDIS_TLS=true) speaks TLS;
     # these name the CA bundle that verifies the server (empty: the system's)
     # and the client certificate and key, if the server asks for one: files
