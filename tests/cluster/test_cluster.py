@@ -232,3 +232,40 @@ def test_helm_test_passes_and_its_logs_can_be_read(release: Any, namespace: str)
     # Kept after success (before-hook-creation only): `helm test --logs` reads it after it finished.
     pod = client.CoreV1Api().read_namespaced_pod("workqueue-test-submit", namespace)
     assert pod.status.phase == "Succeeded"
+
+
+def test_a_second_release_uses_the_first_ones_broker_and_redis_as_external_services(release: Any, namespace: str) -> None:
+    """externalRabbitmq and externalRedis: a release without a broker or Redis of its own, on the first one's.
+
+    The first release's Services stand in for a managed RabbitMQ and Redis,
+    its Secret for the Secret a team creates for them; the second release
+    must roll out and pass ``helm test``.  (NetworkPolicies of the first
+    release admit only its own pods, so the second renders none of its own
+    and the first's are switched off for the test.)
+    """
+    from kubernetes import client
+
+    repository, _, tag = IMAGE.rpartition(":")
+    release.upgrade(
+        str(CHART), RELEASE, {"image": {"repository": repository, "tag": tag}, "networkPolicy": {"enabled": False}},
+        namespace=namespace, wait="watcher", timeout=600,
+    )  # fmt: skip
+    secret = f"{RELEASE}-secret"
+    values = {
+        "image": {"repository": repository, "tag": tag},
+        "networkPolicy": {"enabled": False},
+        "externalRabbitmq": {
+            "enabled": True, "host": f"{RELEASE}-message-queue", "username": "workqueue", "existingSecret": secret,
+        },
+        "externalRedis": {"enabled": True, "host": f"{RELEASE}-redis", "existingSecret": secret},
+    }  # fmt: skip
+    second = "borrower"
+    release.install(str(CHART), second, values, namespace=namespace, wait="watcher", timeout=600)
+    try:
+        apps = client.AppsV1Api()
+        names = {s.metadata.name for s in apps.list_namespaced_stateful_set(namespace).items}
+        assert not any(name.startswith(second) for name in names), "no broker or Redis of its own"
+        result = release.test(second, timeout=300, logs=True)
+        assert "succeeded 2" in result.get("logs", ""), result
+    finally:
+        release.uninstall(second, wait="watcher", timeout=300)
