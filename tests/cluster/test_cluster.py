@@ -234,7 +234,7 @@ def test_helm_test_passes_and_its_logs_can_be_read(release: Any, namespace: str)
     assert pod.status.phase == "Succeeded"
 
 
-def test_a_second_release_uses_the_first_ones_broker_and_redis_as_external_services(release: Any, namespace: str) -> None:
+def test_a_second_release_uses_the_first_ones_broker_and_redis_as_external(release: Any, namespace: str) -> None:
     """externalRabbitmq and externalRedis: a release without a broker or Redis of its own, on the first one's.
 
     The first release's Services stand in for a managed RabbitMQ and Redis,
