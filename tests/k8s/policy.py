@@ -36,7 +36,7 @@ ALLOWED_FAILURES: dict[str, tuple[str, frozenset[str] | None]] = {
         None,
     ),
     "CKV_K8S_35": (
-        "Secrets as files: worker/settings.py reads its settings (passwords included) from the environment, "
+        "Secrets as files: workqueue/settings.py reads its settings (passwords included) from the environment, "
         "as do RabbitMQ (RABBITMQ_DEFAULT_PASS, RABBITMQ_ERLANG_COOKIE) and Redis' start script, which writes "
         "it into a config file (never argv); "
         "only the keys each container needs are mapped.",

@@ -211,7 +211,7 @@ def test_image_tag_defaults_to_the_app_version(default: list[Doc]) -> None:
 
 
 def test_config_map_uses_the_settings_names_of_the_code(default: list[Doc]) -> None:
-    """Every key is an environment name that worker/settings.py or celery_status.sh reads."""
+    """Every key is an environment name that workqueue/settings.py or celery_status.sh reads."""
     sources = (kube.REPO / "workqueue" / "settings.py").read_text() + (kube.REPO / "celery_status.sh").read_text()
     for key in config_of(default):
         assert f'"{key}"' in sources or f"${{{key}:-" in sources, f"{key} is read by nothing"
