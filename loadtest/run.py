@@ -222,7 +222,7 @@ def plot(out: Path, events: list[Event], queue: list[tuple[float, int]], end: fl
     def rates(axis: Any, series: list[tuple[str, list[Event]]]) -> None:
         for label, chosen in series:
             edges, values = rate_bins((e.seconds for e in chosen), end)
-            axis.stairs(values, edges, label=f"{label} ({len(chosen)})", linewidth=1.6)
+            axis.stairs(values, edges, baseline=None, label=f"{label} ({len(chosen)})", linewidth=1.6)
 
     if accepted or refused:
         series = [("202 accepted", accepted)] + ([("refused", refused)] if refused else [])
@@ -291,7 +291,10 @@ def write_page(out: Path, summary: dict[str, Any], args: argparse.Namespace, ok:
         for label, value in rows
     )
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in summary["notes"])
-    plots = "\n".join(f'<figure><img src="{name}" alt="{name}"></figure>' for name in summary["plots"])
+    plots = "\n".join(
+        f'<figure><img src="{name}" alt="{name.removesuffix(".png").replace("_", " ")}"></figure>'
+        for name in summary["plots"]
+    )
     verdict = "Passed: every submitted task succeeded." if ok else "Failed: " + "; ".join(summary["problems"]) + "."
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>workqueue load test</title>
@@ -333,8 +336,10 @@ def preflight(client: TaskClient, host: str) -> str | None:
     while time.monotonic() < deadline:
         try:
             requests.get(f"{host.rstrip('/')}/healthz", timeout=2).raise_for_status()
+        except requests.HTTPError as exc:
+            problem = f"the API at {host} answers /healthz with {exc.response.status_code}"
         except requests.RequestException as exc:
-            problem = f"the API at {host} does not answer /healthz: {type(exc).__name__}: {exc}"
+            problem = f"the API at {host} does not answer /healthz ({type(exc).__name__})"
         else:
             try:
                 client.check_broker()
@@ -350,10 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     session_api = environment.get(local_session.API_URL)
     parser.add_argument(
-        "--host",
-        default=session_api,
-        required=not session_api,
-        help="API base URL, e.g. http://127.0.0.1:8000 (default: the running ./dev.sh up's)",
+        "--host", default=session_api, help="API base URL, e.g. http://127.0.0.1:8000 (default: ./dev.sh up's)"
     )
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--spawn-rate", type=float, default=10)
@@ -361,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("loadtest-report"))
     parser.add_argument("--broker-url", help="where to read queue depth (default: from the environment)")
     args = parser.parse_args(argv)
+    if not args.host:
+        parser.error("--host is needed: no ./dev.sh up of this checkout is running to take it from")
     try:
         settings = Settings.from_env(environment)
     except SettingsError as exc:
