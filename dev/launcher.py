@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     port = env.setdefault("PORT", "8000")
     access = choose_access(env)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and env.get("API_AUTH", "").strip().lower() == "off":
+        access = access.replace("open to anyone", f"open to anyone who reaches {args.host}:{port}", 1)
     try:
         settings = Settings.from_env(env)
     except SettingsError as exc:
