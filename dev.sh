@@ -3,13 +3,16 @@
 #
 # Usage:
 #   ./dev.sh up     install into .venv and run the API + a worker locally
+#                   (--embedded: the embedded broker and result store; --help)
 #   ./dev.sh test   install into .venv (and RabbitMQ/Redis with apt when
 #                   missing) and run the whole test suite; extra args go to pytest
 #
 # Needs only Python 3.11+ (PYTHON picks it). `up` uses RabbitMQ/Redis when
 # configured (BROKER_URL / RABBITMQ_HOST, RESULT_BACKEND / REDIS_HOST) or
-# reachable on localhost, else an embedded broker and result store. `test`
-# uses TEST_BROKER_URL / TEST_RESULT_BACKEND when set, else private servers.
+# reachable on localhost, else (or with --embedded) an embedded broker and
+# result store; it writes its URLs to .workqueue-data/session.env for the
+# tools. `test` uses TEST_BROKER_URL / TEST_RESULT_BACKEND when set, else
+# private servers.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")"
@@ -56,7 +59,7 @@ case "${1:-}" in
     exec "$venv/bin/python" -m pytest "$@"
     ;;
   *)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -10,8 +10,10 @@
 #   wait      wait until the broker and the result backend answer (init step)
 #   any other command is exec'd as given (e.g. run.sh /bin/sh)
 #
-# PYTHON: the interpreter (default python3). Every other value comes from
-# `python -m workqueue.settings --shell` (defaults in workqueue/settings.py).
+# PYTHON: the interpreter (default: the checkout's .venv/bin/python when it
+# exists, as ./dev.sh makes it, else python3, as in the image). Every other
+# value comes from `python -m workqueue.settings --shell` (defaults in
+# workqueue/settings.py).
 #
 # Each mode checks the configuration first (one clear line on error, exit 2)
 # and then exec's its process, so SIGTERM from Kubernetes reaches Celery or
@@ -22,7 +24,13 @@ cd "$(dirname "$(readlink -f "$0")")"
 mode="${1:-worker}"
 [[ $# -gt 0 ]] && shift
 
-python="${PYTHON:-python3}"
+if [[ -n "${PYTHON:-}" ]]; then
+  python=$PYTHON
+elif [[ -x .venv/bin/python ]]; then
+  python="$PWD/.venv/bin/python"
+else
+  python=python3
+fi
 
 # Validate the configuration and take the resolved values (RUNTIME_DIR,
 # WORKER_DEBUG_LEVEL, ...) from the one settings module, so no default is

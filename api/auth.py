@@ -68,9 +68,19 @@ def install(app: Flask, settings: Settings) -> None:
             )
             response.headers["WWW-Authenticate"] = CHALLENGE + ', error="insufficient_scope"'
             return response
-        response = error_response(
-            401, "unauthorized", "send Authorization: Bearer <token> (one of API_TOKENS or API_READ_TOKENS)"
-        )
+        response = error_response(401, "unauthorized", _why_unauthorized(scheme, presented))
         invalid = ', error="invalid_token"' if given else ""
         response.headers["WWW-Authenticate"] = CHALLENGE + invalid
         return response
+
+
+def _why_unauthorized(scheme: str, presented: str) -> str:
+    """What to fix: no token at all, another scheme, or a token that is not one of ours (never which is closest)."""
+    how = "send Authorization: Bearer <token> (one of API_TOKENS or API_READ_TOKENS)"
+    if not scheme:
+        return f"no token: {how}"
+    if scheme.lower() != "bearer":
+        return f"the Authorization header is not a bearer token: {how}"
+    if not presented:
+        return f"the Authorization header holds no token: {how}"
+    return "this bearer token is not accepted: it is none of API_TOKENS or API_READ_TOKENS (mistyped, or rotated out?)"

@@ -1,6 +1,7 @@
 """gunicorn configuration for ``run.sh api``, derived from the shared settings.
 
-Serving model (README "Serving model", figures in bench/README.md): gevent
+Serving model (docs/guarantees.md, "Slow clients and the serving model";
+figures in bench/README.md): gevent
 workers by default.  gunicorn's threaded worker reads each request inside
 one of its few threads, so a handful of clients that send slowly holds all
 of them and even ``/healthz`` stops answering.  A gevent worker serves each

@@ -176,6 +176,7 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                         "200": _json("The task", "Task"),
                         "404": _error("No task with this id was submitted"),
                         "422": _error(f"wait is not a number from 0 to {MAX_WAIT_SECONDS}"),
+                        "501": _error("wait > 0 on the embedded result store, which sends no notifications"),
                         "503": _error("Result store unavailable, or this process holds API_MAX_WAITS waits"),
                     },
                 },
@@ -263,6 +264,10 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                         "retries": {"type": "integer"},
                         "retry_of": {"type": "string", "format": "uuid"},
                         "retried_by": {"type": "string", "format": "uuid"},
+                        "revoke_requested": {
+                            "type": "boolean",
+                            "description": "A revoke was asked for and no worker has acted on it yet",
+                        },
                         "unconfirmed": {
                             "type": "boolean",
                             "description": "Its publish was never confirmed and no worker took it: repeat the request",

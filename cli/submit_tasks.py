@@ -28,7 +28,7 @@ from celery import states
 from cli.batch import EXIT_BAD_INPUT, BadInput, Batch, Item, parse_item, read_lines
 from workqueue import catalogue
 from workqueue.client import DependencyUnavailable, TaskClient
-from workqueue.settings import from_env_or_exit
+from workqueue.settings import from_env_or_exit, tool_settings_source
 
 POLL_SECONDS = 0.05
 
@@ -139,6 +139,10 @@ def run_batch(client: TaskClient, args: argparse.Namespace, out: Callable[[str],
     return batch.run()
 
 
+class GaveUp(RuntimeError):
+    """A dependency stayed unavailable for longer than ``--timeout``."""
+
+
 class Submitter:
     def __init__(self, client: TaskClient, args: argparse.Namespace, out: Callable[[str], None]) -> None:
         self.client = client
@@ -146,6 +150,8 @@ class Submitter:
         self.out = out
         self.rng = random.Random()
         self.tally = Tally()
+        self.failing_since: float | None = None  # when submitting started to fail
+        self.store_error = ""  # the result store's last error, said once
 
     def say(self, text: str) -> None:
         if not self.args.quiet:
@@ -156,8 +162,15 @@ class Submitter:
         try:
             task_id = self.client.submit(name, kwargs)
         except DependencyUnavailable as exc:
-            self.say(f"could not submit {name}: {exc}; retrying")
+            # Nothing was queued: trying again is safe, for up to --timeout.
+            now = time.monotonic()
+            self.failing_since = self.failing_since or now
+            waited = now - self.failing_since
+            if waited >= self.args.timeout:
+                raise GaveUp(f"gave up after {waited:.0f} s (--timeout): {exc}") from exc
+            self.say(f"could not submit {name}: {exc}; retrying for up to {self.args.timeout - waited:.0f} s more")
             return False
+        self.failing_since = None
         label = f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
         self.tally.submitted += 1
         self.tally.pending[task_id] = Pending(label, time.monotonic())
@@ -169,10 +182,14 @@ class Submitter:
         if not self.tally.pending:
             return
         try:
-            views = self.client.describe_many(self.tally.pending)
+            views: dict[str, dict[str, Any] | None] = self.client.describe_many(self.tally.pending)
         except DependencyUnavailable as exc:
-            self.say(f"result store unavailable: {exc}")
-            return
+            if str(exc) != self.store_error:  # once, not at every poll
+                self.say(f"could not read results: {exc}")
+            self.store_error = str(exc)
+            views = dict.fromkeys(self.tally.pending)  # still pending: each gives up at its --timeout
+        else:
+            self.store_error = ""
         now = time.monotonic()
         for task_id, view in views.items():
             pending = self.tally.pending[task_id]
@@ -192,6 +209,16 @@ class Submitter:
                 )
 
     def run(self) -> int:
+        started = time.monotonic()
+        try:
+            self.submit_and_wait()
+        except GaveUp as exc:
+            self.summary(started)
+            print(f"submit_tasks: {exc}; servers from {tool_settings_source()}", file=sys.stderr, flush=True)
+            return 1
+        return self.summary(started)
+
+    def submit_and_wait(self) -> None:
         args = self.args
         started = time.monotonic()
         next_submit = started
@@ -207,12 +234,14 @@ class Submitter:
                     elif cycle % len(args.task) == 0:
                         next_submit = now + args.interval
                 else:
-                    next_submit = now + max(args.interval, 1.0)
+                    next_submit = now + 1.0  # again soon: the outage is bounded by --timeout
             self.poll()
             time.sleep(max(0.0, min(POLL_SECONDS, next_submit - time.monotonic())))
         while self.tally.pending:
             self.poll()
             time.sleep(POLL_SECONDS)
+
+    def summary(self, started: float) -> int:
         elapsed = time.monotonic() - started
         t = self.tally
         self.out(
@@ -223,7 +252,8 @@ class Submitter:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = from_env_or_exit()
+    # Outside a cluster, the servers of a running ./dev.sh up when the environment names none.
+    settings = from_env_or_exit(local_session=True)
     tasks = catalogue.for_settings(settings)
     args = parse_args(argv, list(tasks))
     client = TaskClient(settings, tasks)

@@ -12,11 +12,14 @@ A user always finishes the task it started before it stops (run with
 ``--stop-timeout``), so every submitted task is accounted for.  Locust's
 CSV files are periodic snapshots that can miss the last completions, so
 the final totals are written to ``$WORKQUEUE_LOADTEST_TOTALS`` once every
-user has stopped.
+user has stopped, and every submission and completion with its time to
+``$WORKQUEUE_LOADTEST_EVENTS`` (the plots are drawn from these, from the
+first second on, rather than from Locust's smoothed snapshots).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -81,6 +84,27 @@ class TaskSubmitter(HttpUser):
             exception=error,
             context={},
         )
+
+
+# (epoch seconds, type, name, response time in ms, succeeded) of each submission and completion.
+RECORDED: list[tuple[float, str, str, float, bool]] = []
+
+
+@events.request.add_listener
+def record(request_type, name, response_time, exception=None, **kwargs) -> None:  # Locust's hook signature
+    if request_type in ("POST", "TASK"):  # not the polls
+        RECORDED.append((time.time(), request_type, name, response_time, exception is None))
+
+
+@events.quitting.add_listener
+def write_events(environment, **kwargs) -> None:  # Locust's hook signature
+    path = os.environ.get("WORKQUEUE_LOADTEST_EVENTS")
+    if not path:
+        return
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["time", "type", "name", "response_time_ms", "ok"])
+        writer.writerows((f"{t:.4f}", kind, name, f"{ms:.2f}", int(ok)) for t, kind, name, ms, ok in RECORDED)
 
 
 @events.quitting.add_listener

@@ -118,8 +118,9 @@ def _on_retry(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
 
 
 @signals.task_revoked.connect
-def _on_revoked(request: Any = None, **kwargs: Any) -> None:
-    count_revoked(request.name, request)
+def _on_revoked(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
+    # ``request`` is the task's Context, which has no name: the task is the sender.
+    count_revoked(getattr(sender, "name", None), request)
 
 
 def count_revoked(name: str | None, request: Any) -> None:

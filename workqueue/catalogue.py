@@ -195,10 +195,8 @@ class Catalogue(Mapping[str, TaskDefinition]):
     def lookup(self, name: Any) -> TaskDefinition:
         """The catalogued task called ``name``, or ``ValidationFailed``."""
         if not isinstance(name, str) or name not in self._definitions:
-            shown = _short(repr(name), 80)
-            raise ValidationFailed(
-                "unknown_task", f"unknown task {shown}; submittable tasks: {', '.join(sorted(self))}"
-            )
+            problem = 'no "task" given' if name is None else f"unknown task {_short(repr(name), 80)}"
+            raise ValidationFailed("unknown_task", f"{problem}; submittable tasks: {', '.join(sorted(self))}")
         return self._definitions[name]
 
     @property

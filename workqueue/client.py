@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from celery import Celery, states
 from kombu.exceptions import OperationalError
@@ -68,12 +69,15 @@ class DependencyUnavailable(RuntimeError):
     ``reason``: ``down`` (no answer in time), ``blocked`` (RabbitMQ blocks
     publishers: a memory or disk alarm), ``full`` (Redis at ``maxmemory``
     with ``noeviction``) or ``read_only`` (a Redis replica, e.g. after a
-    failover).  Nothing was queued.
+    failover).  Nothing was queued.  ``where``: the host and port (or the
+    folder of an embedded store) that was tried, never credentials.
     """
 
-    def __init__(self, dependency: str, cause: BaseException) -> None:
-        super().__init__(f"{dependency} unavailable: {type(cause).__name__}: {cause}")
+    def __init__(self, dependency: str, cause: BaseException, where: str = "") -> None:
+        at = f" at {where}" if where else ""
+        super().__init__(f"{dependency} unavailable{at}: {type(cause).__name__}: {cause}")
         self.dependency = dependency
+        self.where = where
         self.reason = _reason(cause)
         self.blocked = self.reason == "blocked"
 
@@ -170,6 +174,8 @@ class TaskClient:
         # of /readyz costs the servers a check a second, not one per request.
         self._readiness = Cached(READINESS_SECONDS)
         self._reader: Any = None  # one kept broker connection for queue status
+        # Where each dependency is, for error messages (no credentials).
+        self.where = {"broker": address(settings.broker_url), "result backend": address(settings.result_backend)}
         self._reader_lock = threading.Lock()
 
     def close(self) -> None:
@@ -325,7 +331,7 @@ class TaskClient:
         except (BrokerBlocked, NotPublished) as exc:
             if not republished:
                 self._forget(self._record_key(task_id))
-            raise DependencyUnavailable("broker", exc) from exc
+            raise DependencyUnavailable("broker", exc, self.where["broker"]) from exc
         except PublishUnconfirmed:
             # Its fate is unknown: the view says so until a repeat is confirmed.
             with contextlib.suppress(*self.errors):
@@ -403,8 +409,17 @@ class TaskClient:
             ]
             with self._unavailable("result backend"):
                 raws = list(backend.mget(keys))
+            unfinished: dict[str, dict[str, Any]] = {}
             for at, task_id in enumerate(chunk):
-                views[task_id] = self._view(task_id, raws[at], raws[n + at], raws[2 * n + at])
+                view = views[task_id] = self._view(task_id, raws[at], raws[n + at], raws[2 * n + at])
+                if view is not None and view["state"] not in states.READY_STATES:
+                    unfinished[task_id] = view
+            # A revoke is stored at once and acted on by a worker later: until
+            # then the view says it was asked for (one more round trip, only
+            # when some task is not finished).
+            with self._unavailable("result backend"):
+                for task_id in self.revocations.requested(unfinished):
+                    unfinished[task_id]["revoke_requested"] = True
         return views
 
     def record(self, task_id: str) -> dict[str, Any] | None:
@@ -614,7 +629,7 @@ class TaskClient:
         try:
             self.publisher.probe()
         except (BrokerBlocked, NotPublished) as exc:
-            raise DependencyUnavailable("broker", exc) from exc
+            raise DependencyUnavailable("broker", exc, self.where["broker"]) from exc
 
     def check_result_store(self) -> None:
         """The result store takes a write, in one round trip.
@@ -687,7 +702,12 @@ class TaskClient:
             raise
 
     def queue_consumers(self) -> dict[str, str]:
-        """For each queue a task goes to: "ok", or "no consumer" (its tasks wait until a pool starts)."""
+        """For each queue a task goes to: "ok", or "no consumer" (its tasks wait until a pool starts).
+
+        "unknown" when the broker cannot say: down, or the embedded one, which counts no consumers.
+        """
+        if not self.settings.broker_is_amqp:
+            return dict.fromkeys(self.catalogue.queues, "unknown")
         found = {}
         for name in self.catalogue.queues:
             try:
@@ -778,7 +798,11 @@ class TaskClient:
     def _redis(self) -> Any:
         redis = getattr(self.celery.backend, "client", None)
         if redis is None:
-            raise RedisRequired("this needs Redis as the result store (the embedded store has no index)")
+            raise RedisRequired(
+                "this needs Redis as the result store: the embedded file store (./dev.sh up --embedded, or no "
+                "RabbitMQ/Redis found) keeps no index nor notifications, so listing, ?wait=, events and "
+                "retries answer 501 there"
+            )
         return redis
 
     def _subscribers(self) -> Subscribers:
@@ -801,7 +825,7 @@ class TaskClient:
         try:
             yield
         except self.errors as exc:
-            raise DependencyUnavailable(dependency, exc) from exc
+            raise DependencyUnavailable(dependency, exc, self.where.get(dependency, "")) from exc
 
 
 def queue_status(connection: Any, queue: str) -> tuple[int, int]:
@@ -819,6 +843,20 @@ def queue_status(connection: Any, queue: str) -> tuple[int, int]:
     finally:
         with contextlib.suppress(*connection.connection_errors, *connection.channel_errors):
             channel.close()
+
+
+def address(url: str) -> str:
+    """Where a broker or result store URL points, without credentials: ``host:port``, or a folder."""
+    places = []
+    for part in url.split(";"):  # kombu's failover URLs: amqp://a;amqp://b
+        parts = urlsplit(part.strip())
+        host = parts.hostname
+        if host:
+            host = f"[{host}]" if ":" in host else host
+            places.append(f"{host}:{parts.port}" if parts.port else host)
+        else:
+            places.append(parts.path or part.split("://", 1)[0])
+    return ", ".join(places)
 
 
 def _dependency_errors(app: Celery) -> tuple[type[BaseException], ...]:

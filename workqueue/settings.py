@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-from workqueue import tls
+from workqueue import local_session, tls
 
 T = TypeVar("T")
 
@@ -425,13 +425,28 @@ def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
         )
 
 
-def from_env_or_exit() -> Settings:
-    """Settings for a command-line entry point: one line on stderr and exit 2 when wrong."""
+def from_env_or_exit(local_session: bool = False) -> Settings:
+    """Settings for a command-line entry point: one line on stderr and exit 2 when wrong.
+
+    ``local_session``: a tool of the checkout (not a service) also takes the
+    servers of a running ``./dev.sh up`` when the environment names none
+    (``workqueue/local_session.py``).
+    """
     try:
-        return Settings.from_env()
+        return Settings.from_env(tool_environment() if local_session else None)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def tool_environment() -> dict[str, str]:
+    """The environment of a command-line tool: the process's, and a running ``./dev.sh up``'s servers."""
+    return local_session.applied(os.environ)
+
+
+def tool_settings_source() -> str:
+    """Where a command-line tool's servers came from (``tool_environment``), said when it cannot reach them."""
+    return local_session.source(os.environ)
 
 
 def main(argv: list[str] | None = None) -> int:

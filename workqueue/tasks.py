@@ -1,6 +1,6 @@
 """The tasks: plain typed functions, one ``@task`` each.
 
-This is the one place to add a task (README, "Add your own task"): the
+This is the one place to add a task (docs/tasks.md, "Add your own task"): the
 function's name is the task's name, its docstring's first line the summary,
 its type hints (with pydantic ``Field`` constraints) the argument schema that
 validation, ``GET /catalogue`` and ``/openapi.json`` use, and the worker runs

@@ -1,6 +1,6 @@
-"""README, "Add your own task", done exactly as it says, in a copy of the source tree.
+"""docs/tasks.md, "Add your own task", done exactly as it says, in a copy of the source tree.
 
-The README's code block is appended to the copy's ``workqueue/tasks.py``;
+The page's code block is appended to the copy's ``workqueue/tasks.py``;
 then ``run.sh api`` and ``run.sh worker`` of that copy must offer the new
 task over HTTP, validate its arguments, document it in ``/openapi.json`` and
 run it.  Nothing else in the copy is touched: that is the claim.
@@ -20,14 +20,17 @@ from testing.processes import REPO, Api, Worker, wait_for_state
 
 pytestmark = pytest.mark.integration
 
+PAGE = REPO / "docs" / "tasks.md"
 SECTION = "## Add your own task"
 
 
+def section() -> str:
+    return PAGE.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
+
+
 def readme_snippet() -> str:
-    text = (REPO / "README.md").read_text()
-    section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, f"no python block under {SECTION!r}"
+    match = re.search(r"```python\n(.*?)```", section(), re.DOTALL)
+    assert match, f"no python block under {SECTION!r} in {PAGE.name}"
     return match.group(1)
 
 
@@ -40,7 +43,10 @@ def copy_of_the_tree(target: Path) -> Path:
     return target
 
 
-def test_a_task_added_as_the_readme_says_is_offered_validated_documented_and_run(broker_url, backend_url, tmp_path):
+def test_a_task_added_as_the_page_says_is_offered_validated_documented_and_run(private_rabbitmq, backend_url, tmp_path):
+    # A broker of its own: a worker of the session's (started by another test) would take the new task and
+    # fail it as NotRegistered, since only this copy of the tree defines it.
+    broker_url = private_rabbitmq.url
     snippet = readme_snippet()
     name = re.search(r"^def (\w+)\(", snippet, re.MULTILINE).group(1)  # type: ignore[union-attr]
     tree = copy_of_the_tree(tmp_path / "app")
@@ -52,6 +58,7 @@ def test_a_task_added_as_the_readme_says_is_offered_validated_documented_and_run
     try:
         worker.wait_ready()
         api.wait_ready()
+        assert "`GET /catalogue` lists it with the docstring's first line" in section()  # what is checked here
         catalogue = requests.get(f"{api.url}/catalogue", timeout=10).json()["tasks"]
         entry = next(task for task in catalogue if task["name"] == name)
         assert entry["summary"] == "Count the words of a text."

@@ -57,7 +57,7 @@ def test_unknown_id_is_404(client):
         ({"task": "nope"}, "unknown_task", "unknown task 'nope'"),
         ({"task": "celery.chord_unlock", "args": []}, "unknown_task", "submittable tasks: add"),
         ({"task": "workqueue.add", "args": [1, 2]}, "unknown_task", "unknown task"),
-        ({"args": [1, 2]}, "unknown_task", "unknown task None"),
+        ({"args": [1, 2]}, "unknown_task", 'no "task" given; submittable tasks: add'),
         ({"task": "add", "args": [1]}, "invalid_arguments", "'y' is a required property"),
         ({"task": "add", "args": [1, 2, 3]}, "invalid_arguments", "at most 2 positional"),
         ({"task": "add", "args": ["a", 2]}, "invalid_arguments", "not of type 'number'"),

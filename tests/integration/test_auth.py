@@ -46,12 +46,24 @@ def test_tasks_routes_need_a_token(http, method, path):
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "unauthorized"
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="workqueue"'
+    assert response.get_json()["error"]["message"].startswith("no token: send Authorization: Bearer <token>")
 
 
-@pytest.mark.parametrize("header", ["Bearer wrong", f"Basic {TOKENS[0]}", f"Bearer {TOKENS[0]}x", "Bearer "])
-def test_a_wrong_token_or_scheme_is_401(http, header):
+@pytest.mark.parametrize(
+    ("header", "says"),
+    [
+        ("Bearer wrong", "this bearer token is not accepted"),
+        (f"Bearer {TOKENS[0]}x", "this bearer token is not accepted"),
+        (f"Basic {TOKENS[0]}", "not a bearer token"),
+        ("Bearer ", "holds no token"),
+    ],
+)
+def test_a_wrong_token_or_scheme_is_401_and_says_which(http, header, says):
     response = http.post("/tasks", json={"task": "add", "args": [1, 2]}, headers={"Authorization": header})
     assert response.status_code == 401
+    message = response.get_json()["error"]["message"]
+    assert says in message
+    assert TOKENS[0] not in message and "wrong" not in message, "the message never echoes what was sent"
 
 
 def test_each_configured_token_is_accepted(http):

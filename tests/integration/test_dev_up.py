@@ -10,9 +10,10 @@ import pytest
 import requests
 from celery import states
 
-from dev.launcher import choose_backends
+from dev.launcher import choose_backends, shown
 from testing.processes import REPO, service_env, wait_for_readyz, wait_for_state
 from testing.servers import Process, free_port, wait_until
+from workqueue import local_session
 
 
 def closed_port() -> tuple[str, int]:
@@ -44,29 +45,52 @@ def test_choose_backends_finds_servers_listening_locally(tmp_path, broker_url, b
     assert chosen == {"BROKER_URL": broker_url, "RESULT_BACKEND": backend_url}
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a socket listening on ``port`` (IPv4 and IPv6), from the kernel's tables."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
 def run_walkthrough(env: dict[str, str], args: list[str], log: Path, worker_line: str | None = None) -> str:
-    """Start ``./dev.sh up``, do the README's curl walk-through, stop it with Ctrl+C.
+    """Start ``./dev.sh up``, do the README's first two steps, stop it with Ctrl+C.
 
     ``worker_line``: wait for the worker to log it before stopping.  On shared
     servers another test's worker may run the walk-through's task while this
     worker is still connecting, so the task alone does not show it connected.
+    While it runs, the API listens on 127.0.0.1 alone and the session file
+    holds the URLs it printed; once stopped, the file is gone.
     """
     port = free_port()
-    env = {**env, "PORT": str(port)}
+    env = {**env, "PORT": str(port), "WORKER_METRICS_PORT": "0"}
     process = Process([str(REPO / "dev.sh"), "up", *args], env, log, cwd=str(REPO))
     url = f"http://127.0.0.1:{port}"
+    session = Path(args[args.index("--data-dir") + 1]) / "session.env"
     try:
         wait_for_readyz(url, process.alive, process.log_tail, 120, "dev.sh up")
+        assert listening_addresses(port) == {"0100007F"}, "127.0.0.1 only, as the first line says"
         response = requests.post(f"{url}/tasks", json={"task": "add", "args": [2, 3]}, timeout=10)
         assert response.status_code == 202
         view = wait_for_state(url, response.json()["id"], states.READY_STATES, timeout=30)
         assert view["state"] == states.SUCCESS and view["result"] == 5
         if worker_line:
             wait_until(lambda: worker_line in log.read_text(errors="replace"), 60, f"the worker to log {worker_line!r}")
+        recorded = local_session.read(session)
+        assert recorded is not None and recorded[local_session.API_URL] == url
+        printed = log.read_text(errors="replace")
+        assert f"  API             {url}  (listening on 127.0.0.1:{port}" in printed
+        for name in ("BROKER_URL", "RESULT_BACKEND"):
+            assert f"  {name:<15} {shown(recorded[name])}" in printed, name
         process.signal(signal.SIGINT)  # Ctrl+C stops both services
         assert process.wait(60) == 0
     finally:
         process.kill()
+    assert not session.exists(), "a stopped session leaves no session file"
     return log.read_text()
 
 
@@ -74,6 +98,7 @@ def run_walkthrough(env: dict[str, str], args: list[str], log: Path, worker_line
 def test_dev_up_serves_the_walkthrough_on_the_embedded_default(tmp_path):
     unset = ("BROKER_URL", "RESULT_BACKEND", "API_AUTH", "API_TOKENS", "API_READ_TOKENS")
     env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["RABBITMQ_HOST"] = "ignored.invalid"  # --embedded wins over configured servers
     output = run_walkthrough(env, ["--embedded", "--data-dir", str(tmp_path / "data")], tmp_path / "up.log")
     first = output.splitlines()[0]
     assert first.startswith("workqueue: broker: embedded (kombu filesystem transport")

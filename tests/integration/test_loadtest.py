@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -30,12 +31,23 @@ def test_short_load_test_writes_a_consistent_report(stack, broker_url, backend_u
     finally:
         api.stop()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    expected = {"locust.html", "locust_stats.csv", "locust_stats_history.csv", "queue_depth.csv", "summary.json",
-                "submit_rate.png", "completion_rate.png", "latency.png", "queue_depth.png"}  # fmt: skip
+    plots = ["submit_rate.png", "completion_rate.png", "latency.png", "queue_depth.png"]
+    expected = {"index.html", "events.csv", "locust.html", "locust_stats.csv", "locust_stats_history.csv",
+                "queue_depth.csv", "summary.json", *plots}  # fmt: skip
     assert expected <= {path.name for path in out.iterdir()}
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["plots"] == plots and summary["notes"] == [] and summary["problems"] == []
+    page = (out / "index.html").read_text()
+    assert "Passed: every submitted task succeeded." in page
+    assert all(f'<img src="{name}"' in page for name in plots)
+    assert f"<tr><th>submitted (202)</th><td>{summary['submitted']}</td></tr>" in page
+    with open(out / "events.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    # Every submission and completion is recorded, the source of the plots.
+    assert sum(row["type"] == "POST" and row["ok"] == "1" for row in rows) == summary["submitted"]
+    assert sum(row["type"] == "TASK" and row["ok"] == "1" for row in rows) == summary["completed"]
     report(f"[load test] {json.dumps({k: summary[k] for k in ('submitted', 'completed', 'submit_rate_per_s')})}")
     assert summary["submitted"] > 0
     assert summary["completed"] == summary["submitted"], "every submitted task completed"

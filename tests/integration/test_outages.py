@@ -23,7 +23,7 @@ from tests.integration import fault_tasks
 
 pytestmark = pytest.mark.integration
 
-# The README promises "about a second"; the bound is generous to absorb a loaded CI machine.
+# docs/api.md promises "about a second"; the bound is generous to absorb a loaded CI machine.
 HANG_BOUND_SECONDS = 3.0
 COUNTED = fault_tasks.definitions()
 

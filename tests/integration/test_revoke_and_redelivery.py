@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 from kombu import Connection
 
 from api.app import create_app
 from testing.faults import report
 from testing.processes import Worker
-from testing.servers import wait_until
+from testing.servers import free_port, wait_until
 from testing.tally import Tally
 from tests.integration import fault_tasks
+from tests.integration.test_metrics import sample
 from workqueue.celery_app import DEFAULT_QUEUE
 
 pytestmark = pytest.mark.integration
@@ -62,6 +64,47 @@ def test_a_running_task_stops_at_its_next_progress_report(private_rabbitmq, back
         worker.stop()
     report(f"[fault figures] revoke-running: stopped_in={stopped_in:.2f}s progress_step=0.5s")
     assert stopped_in < 5
+
+
+def test_a_queued_task_revoked_says_so_until_a_worker_discards_it_then_stays_revoked_and_is_counted(
+    private_rabbitmq, backend_url, http
+):
+    """A queued task behind a busy one: revoke_requested at once, REVOKED once the worker reaches it, counted once."""
+    port = free_port()
+    worker = Worker(
+        private_rabbitmq.url, backend_url, name="queued-revoke", WORKER_CONCURRENCY="1", WORKER_METRICS_PORT=str(port)
+    )
+    worker.start().wait_ready()
+    try:
+        busy = http.post("/tasks", json={"task": "sleep", "args": [3]}).get_json()["id"]
+        wait_until(lambda: state(http, busy) == "PROGRESS", 30, "the sleep to hold the only pool process")
+        queued = http.post("/tasks", json={"task": "add", "args": [1, 2]}).get_json()["id"]
+        revoked = http.delete(f"/tasks/{queued}")
+        assert revoked.status_code == 202 and revoked.get_json()["revoke_requested"] is True
+        seen = http.get(f"/tasks/{queued}").get_json()
+        assert seen["state"] == "PENDING" and seen["revoke_requested"] is True, (
+            "the stored revoke shows before any worker acts"
+        )
+        wait_until(lambda: state(http, queued) == "REVOKED", 30, "the worker to discard the queued task")
+        reported = http.get(f"/tasks/{queued}").get_json()
+        assert "revoke_requested" not in reported and reported["completed_at"]
+        wait_until(lambda: state(http, busy) == "SUCCESS", 30, "the sleep to finish")
+        after = http.post("/tasks", json={"task": "add", "args": [2, 2]}).get_json()["id"]
+        wait_until(lambda: state(http, after) == "SUCCESS", 30, "a task after the revoked one")
+        assert http.get(f"/tasks/{queued}").get_json() == reported, "REVOKED, once reported, never changes"
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert (
+            sample(text, "celery_task_revoked_total", name="workqueue.add", hostname="localhost", queue_name="celery")
+            == 1
+        )
+        assert (
+            sample(text, "celery_task_succeeded_total", name="workqueue.add", hostname="localhost", queue_name="celery")
+            == 1
+        )
+    finally:
+        worker.stop()
+    assert "Traceback" not in worker.log() and "AttributeError" not in worker.log(), worker.log()[-3000:]
+    assert f"Task workqueue.add[{queued}] succeeded" not in worker.log()
 
 
 def requeue_as_redelivered(broker_url: str, count: int) -> None:

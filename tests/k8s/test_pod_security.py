@@ -227,8 +227,8 @@ def test_the_temporary_pod_of_the_docs_is_restricted(where: str) -> None:
 
 
 def test_the_readme_sends_users_to_a_restricted_temporary_pod() -> None:
-    """README.md shortens the command and points to where it is written out in full (checked above)."""
-    section = (kube.REPO / "README.md").read_text().split("## Deploy on Kubernetes", 1)[1].split("\n## ", 1)[0]
+    """docs/kubernetes.md shortens the command and points to where it is written out in full (checked above)."""
+    section = (kube.REPO / "docs" / "kubernetes.md").read_text()
     assert "kubectl run testing" in section and "deploy/README.md" in section and "helm install" in section
 
 

@@ -1,8 +1,8 @@
 """Words that stay true: every repository path a comment, docstring or document names exists.
 
-Files move (``worker/settings.py`` became ``workqueue/settings.py``,
-``tests/test_chart.py`` ``tests/k8s/test_chart.py``) and the words that named
-them stayed behind.  This reads every tracked text file for paths under the
+Files move (the settings module left the worker's folder for the core, the
+chart's tests went into ``tests/k8s/``) and the words that named them stayed
+behind.  This reads every tracked text file for paths under the
 repository's top-level folders and checks each one.  The installed package
 holds what runs in production only, the same folders the image copies.
 """
