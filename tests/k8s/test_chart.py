@@ -949,3 +949,13 @@ def test_redis_takes_every_connection_the_defaults_can_open_at_their_largest():
     redis_conf = by_kind_name(render())[("ConfigMap", "workqueue-redis")]["data"]["redis.conf"]
     assert f"maxclients {values['redis']['maxclients']}" in redis_conf
     assert needed < values["redis"]["maxclients"], needed
+
+
+def test_image_pull_secrets_reach_every_pod() -> None:
+    """A private registry (which mirrors the brokers' images too) serves every pod of the chart, hooks included."""
+    docs = render({**ALL_OPTIONS, "imagePullSecrets": ["regcred", "mirror"]})
+    pods = [d for d in docs if d.kind in {"Deployment", "StatefulSet", "Job", "CronJob", "Pod"}]
+    assert {d.name for d in pods} >= {"workqueue-test-submit", "workqueue-loadtest", "workqueue-flower"}
+    for doc in pods:
+        assert pod_spec(doc.obj).get("imagePullSecrets") == [{"name": "regcred"}, {"name": "mirror"}], doc.name
+    assert not any("imagePullSecrets" in pod_spec(d.obj) for d in render() if d.kind in {"Deployment", "Pod"})

@@ -80,6 +80,19 @@ The workqueue image, its tag defaulting to the chart's appVersion.
 {{- end }}
 
 {{/*
+imagePullSecrets of every pod of the chart (the workqueue image and the
+brokers' images alike: a private registry mirrors them all); nothing when unset.
+*/}}
+{{- define "workqueue.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 Name of the Secret with the passwords: existingSecret or the generated one.
 */}}
 {{- define "workqueue.secretName" -}}
@@ -402,12 +415,7 @@ metadata:
 spec:
   # Never: a failed pod stays for its logs; the Job's backoffLimit retries.
   restartPolicy: Never
-  {{- with $root.Values.imagePullSecrets }}
-  imagePullSecrets:
-    {{- range . }}
-    - name: {{ . }}
-    {{- end }}
-  {{- end }}
+  {{- with include "workqueue.imagePullSecrets" $root }}{{ . | nindent 2 }}{{ end }}
   automountServiceAccountToken: false
   enableServiceLinks: false
   securityContext:
