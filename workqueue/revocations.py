@@ -25,10 +25,13 @@ class Revocations:
         self.redis = getattr(backend, "client", None)
 
     def add(self, task_id: str) -> None:
-        if self.redis is not None:
+        self.add_many([task_id])
+
+    def add_many(self, task_ids: list[str]) -> None:
+        if self.redis is not None and task_ids:
             now = time.time()
             with self.redis.pipeline() as pipe:
-                pipe.zadd(self._key(), {task_id: now + self.expires})
+                pipe.zadd(self._key(), dict.fromkeys(task_ids, now + self.expires))
                 pipe.zremrangebyscore(self._key(), "-inf", now)  # forget what expired
                 pipe.expire(self._key(), self.expires)
                 pipe.execute()
