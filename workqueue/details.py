@@ -40,6 +40,8 @@ def task_details(client: TaskClient, task_id: str) -> dict[str, Any] | None:
         "started_at": meta.get("started_at"),
         "worker": meta.get("worker"),
         "queue": meta.get("queue"),
+        "queue_wait_seconds": None,
+        "runtime_seconds": None,
     }
     started, submitted, done = (_parse(details.get(k)) for k in ("started_at", "submitted_at", "completed_at"))
     # The start is the last attempt's: a wait is only the first attempt's.

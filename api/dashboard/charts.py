@@ -25,14 +25,17 @@ class Chart:
     plot: dict[str, int]
 
 
+TICKS = 4
+
+
 def nice_ceiling(value: int) -> int:
-    """The smallest of 1, 2, 5 x 10^n at or above ``value`` (at least 4, so the ticks are whole)."""
-    step = 1
+    """The top of the y axis: ``TICKS`` steps of 1, 2 or 5 x 10^n, at or above ``value``."""
+    power = 1
     while True:
         for factor in (1, 2, 5):
-            if factor * step >= max(value, 4):
-                return factor * step
-        step *= 10
+            if TICKS * factor * power >= value:
+                return TICKS * factor * power
+        power *= 10
 
 
 def throughput(series: list[Minute]) -> Chart:
@@ -56,7 +59,7 @@ def throughput(series: list[Minute]) -> Chart:
         }
         for key, label in SERIES
     ]
-    y_ticks = [{"y": round(y(top * i // 4), 1), "label": top * i // 4} for i in range(5)]
+    y_ticks = [{"y": round(y(top * i // TICKS), 1), "label": top * i // TICKS} for i in range(TICKS + 1)]
     x_ticks = []
     for at in range(0, len(series), 15):
         x_ticks.append({"x": round(x(at), 1), "label": _hhmm(series[at].start)})

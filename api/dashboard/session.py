@@ -21,6 +21,8 @@
   must say so).  ``SameSite=Strict`` keeps the cookie off cross-site
   requests as well; the token also covers another port of the same host,
   which is the same site.
+* **Sign-out** clears the cookie and keeps the session's id in Redis until
+  it would have expired, so a copy of the cookie is refused too.
 * **Scopes**: a read-only token's session sees no action and any POST but
   sign-out is refused (403), whatever the page showed.
 """
@@ -43,6 +45,7 @@ PREFIX = "/dashboard"
 COOKIE = "workqueue_dashboard"
 KEY_PURPOSE = b"dashboard-session"
 OPEN_KEY = "workqueue-dashboard-key"  # in Redis, with API_AUTH=off
+SIGNED_OUT_PREFIX = "workqueue-dashboard-signed-out-"  # sessions signed out before their expiry
 CSRF_FIELD, CSRF_HEADER = "csrf_token", "X-CSRF-Token"
 
 
@@ -99,11 +102,26 @@ def sign_in(token: str) -> bool:
 def _start(scope: str, who: str) -> None:
     session.clear()
     session.permanent = True
-    session.update(scope=scope, who=who, at=time.time(), csrf=secrets.token_urlsafe(32))
+    session.update(scope=scope, who=who, at=time.time(), sid=secrets.token_urlsafe(16), csrf=secrets.token_urlsafe(32))
 
 
 def sign_out() -> None:
+    """Forget the session in the browser, and refuse its cookie from now on (a copy of it too)."""
+    sid, at = session.get("sid"), session.get("at")
+    if isinstance(sid, str) and isinstance(at, int | float):
+        left = int(at + current_app.permanent_session_lifetime.total_seconds() - time.time()) + 1
+        if left > 0:
+            with _client()._unavailable("result backend"):
+                _client()._redis().set(_signed_out_key(sid), "1", ex=left)
     session.clear()
+
+
+def _signed_out_key(sid: str) -> Any:
+    return _client().celery.backend.key_t(SIGNED_OUT_PREFIX + sid)
+
+
+def _client() -> TaskClient:
+    return current_app.extensions["workqueue"]
 
 
 def current() -> dict[str, Any] | None:
@@ -118,6 +136,10 @@ def current() -> dict[str, Any] | None:
         return None
     if time.time() - at > current_app.permanent_session_lifetime.total_seconds():
         return None
+    sid = session.get("sid")
+    with _client()._unavailable("result backend"):
+        if not isinstance(sid, str) or _client()._redis().exists(_signed_out_key(sid)):
+            return None  # signed out: a copy of the cookie is no good either
     return {"scope": scope, "who": who}
 
 

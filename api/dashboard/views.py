@@ -60,7 +60,10 @@ def gate() -> Any:
     g.csp_nonce = secrets.token_urlsafe(16)
     if isinstance(session._get_current_object(), NullSession):  # type: ignore[attr-defined]
         return _page("error.html", 503, message="The result store (Redis) is unavailable; try again shortly.")
-    g.identity = access.current()
+    try:
+        g.identity = access.current()
+    except DependencyUnavailable:
+        return _page("error.html", 503, message="The result store (Redis) is unavailable; try again shortly.")
     if request.method == "POST":
         refusal = access.cross_site_refusal()
         if refusal:
