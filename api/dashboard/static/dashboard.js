@@ -52,8 +52,12 @@
       }
       if (FINAL.indexOf(view.state) >= 0) {
         source.close();
-        if (bar) { bar.value = bar.max; }
-        window.location.reload();
+        if (bar && !bar.hidden && view.state === "SUCCESS") {
+          bar.value = bar.max;
+          if (label) { label.textContent = "done"; }
+        }
+        // A moment to see it done, then the page again with the result and the actions.
+        window.setTimeout(function () { window.location.reload(); }, 1000);
       }
     });
     source.onerror = function () {
