@@ -194,7 +194,9 @@ def event_stream(task_id: str, seconds: float) -> Response:
                     continue
                 yield f"event: state\ndata: {json.dumps(view, separators=(',', ':'))}\n\n"
 
-    response = Response(stream(), mimetype="text/event-stream", headers={"Cache-Control": "no-store"})
+    # X-Accel-Buffering: nginx (and ingress-nginx) would otherwise hold events back in its buffer.
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    response = Response(stream(), mimetype="text/event-stream", headers=headers)
     response.call_on_close(watch.close)  # the slot is given back even if the stream never started
     return response
 

@@ -949,3 +949,19 @@ def test_redis_takes_every_connection_the_defaults_can_open_at_their_largest():
     redis_conf = by_kind_name(render())[("ConfigMap", "workqueue-redis")]["data"]["redis.conf"]
     assert f"maxclients {values['redis']['maxclients']}" in redis_conf
     assert needed < values["redis"]["maxclients"], needed
+
+
+def test_the_dashboard_is_served_through_the_ingress_and_the_notes_say_how_to_open_it(
+    everything: list[Doc],
+) -> None:
+    """The API serves /dashboard/: the Ingress routes every path to it, and NOTES.txt gives the way in."""
+    ingress = by_kind_name(everything)[("Ingress", "workqueue-api")]
+    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert path["path"] == "/" and path["pathType"] == "Prefix"  # /dashboard/ and its event streams included
+    text = kube.notes()
+    assert "port-forward service/workqueue-api 8000:8000" in text
+    assert "http://127.0.0.1:8000/dashboard/" in text and 'echo "$TOKEN"' in text
+    with_ingress = kube.notes({"api": {"ingress": {"enabled": True, "host": "wq.example.com", "tlsSecretName": "t"}}})
+    assert "https://wq.example.com/dashboard/" in with_ingress
+    off = kube.notes({"api": {"auth": {"enabled": False}}})
+    assert "/dashboard/" in off and "open to anyone who reaches it" in off and "$TOKEN" not in off
