@@ -1,4 +1,4 @@
-"""Bulk actions over HTTP: ``POST /tasks/bulk-retry``, ``POST /tasks/bulk-revoke``, ``GET /tasks/bulk-actions``.
+"""Bulk actions over HTTP: ``POST /tasks/bulk/retry``, ``POST /tasks/bulk/revoke``, ``GET /tasks/bulk/actions``.
 
 Thin views over ``workqueue.bulk.BulkActions`` (bounded, idempotent,
 recorded); under ``/tasks`` so the bearer tokens and their scopes guard them
@@ -77,7 +77,7 @@ def _answer(run: Any) -> Response:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
 
 
-@bp.post("/tasks/bulk-retry")
+@bp.post("/tasks/bulk/retry")
 def bulk_retry() -> Response:
     body = _body()
     task, since = task_name(body.get("task")), parse_since(body.get("since"), required=True)
@@ -87,7 +87,7 @@ def bulk_retry() -> Response:
     )
 
 
-@bp.post("/tasks/bulk-revoke")
+@bp.post("/tasks/bulk/revoke")
 def bulk_revoke() -> Response:
     body = _body()
     task, since = task_name(body.get("task")), parse_since(body.get("since"), required=False)
@@ -98,7 +98,7 @@ def bulk_revoke() -> Response:
     )
 
 
-@bp.get("/tasks/bulk-actions")
+@bp.get("/tasks/bulk/actions")
 def bulk_log() -> Response:
     _only_params("limit")
     limit = _number_arg("limit", 50, 1, LOG_LIMIT, int)

@@ -248,7 +248,7 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                     },
                 },
             },
-            "/tasks/bulk-retry": {
+            "/tasks/bulk/retry": {
                 "post": {
                     "summary": (
                         "Retry every FAILURE task of a name submitted since a time: at most limit per call "
@@ -258,11 +258,11 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                     "responses": _bulk_responses(),
                 }
             },
-            "/tasks/bulk-revoke": {
+            "/tasks/bulk/revoke": {
                 "post": {
                     "summary": (
                         "Revoke every queued task (no state stored yet) of a name, since a time if given: bounded "
-                        "like bulk-retry; idempotent (revoked tasks are skipped); recorded"
+                        "like bulk/retry; idempotent (revoked tasks are skipped); recorded"
                     ),
                     "requestBody": {
                         "required": True,
@@ -271,7 +271,7 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                     "responses": _bulk_responses(),
                 }
             },
-            "/tasks/bulk-actions": {
+            "/tasks/bulk/actions": {
                 "get": {
                     "summary": "The recorded bulk actions, newest first: who (a token's fingerprint), when, how many",
                     "parameters": [_query("limit", {"type": "integer", "minimum": 1, "maximum": 200})],

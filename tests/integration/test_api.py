@@ -113,7 +113,7 @@ def test_openapi_documents_every_route(client):
     assert document["openapi"].startswith("3.1")
     assert set(document["paths"]) == {
         "/tasks", "/tasks/{task_id}", "/tasks/{task_id}/events", "/tasks/{task_id}/retry", "/catalogue",
-        "/tasks/bulk-retry", "/tasks/bulk-revoke", "/tasks/bulk-actions",
+        "/tasks/bulk/retry", "/tasks/bulk/revoke", "/tasks/bulk/actions",
         "/healthz", "/readyz", "/metrics", "/openapi.json",
     }  # fmt: skip
     # Every route the app serves is in it (the fuzz test covers what the document lists), but the

@@ -239,10 +239,10 @@ def test_bulk_retry_is_bounded_idempotent_and_recorded(app, broker_url, backend_
         worker.stop()
     read_only = {"Authorization": f"Bearer {READ}"}
     body = {"task": "flaky", "since": since, "limit": 2}
-    assert client.post("/tasks/bulk-retry", json=body, headers=read_only).status_code == 403
-    first = client.post("/tasks/bulk-retry", json=body, headers=BEARER).get_json()
+    assert client.post("/tasks/bulk/retry", json=body, headers=read_only).status_code == 403
+    first = client.post("/tasks/bulk/retry", json=body, headers=BEARER).get_json()
     assert first["acted"] == 2 and first["next_cursor"] and first["who"] == f"token {fingerprint(FULL)}"
-    second = client.post("/tasks/bulk-retry", json={**body, "cursor": first["next_cursor"]}, headers=BEARER)
+    second = client.post("/tasks/bulk/retry", json={**body, "cursor": first["next_cursor"]}, headers=BEARER)
     second = second.get_json()
     assert second["acted"] == 1 and second["next_cursor"] is None
     retried = {t["id"] for t in first["tasks"] + second["tasks"]}
@@ -250,9 +250,9 @@ def test_bulk_retry_is_bounded_idempotent_and_recorded(app, broker_url, backend_
     for task_id in ids:
         view = client.get(f"/tasks/{task_id}", headers=BEARER).get_json()
         assert view["retried_by"] in {t["new_id"] for t in first["tasks"] + second["tasks"]}
-    again = client.post("/tasks/bulk-retry", json={**body, "limit": 10}, headers=BEARER).get_json()
+    again = client.post("/tasks/bulk/retry", json={**body, "limit": 10}, headers=BEARER).get_json()
     assert again["acted"] == 0 and again["skipped"] == {"already_retried": 3}  # idempotent
-    log = client.get("/tasks/bulk-actions?limit=3", headers=read_only).get_json()["actions"]
+    log = client.get("/tasks/bulk/actions?limit=3", headers=read_only).get_json()["actions"]
     assert [e["acted"] for e in log] == [0, 1, 2] and all(e["who"].startswith("token sha256:") for e in log)
     assert FULL not in str(log)
     errors = [
@@ -264,7 +264,7 @@ def test_bulk_retry_is_bounded_idempotent_and_recorded(app, broker_url, backend_
         ({"task": "flaky", "since": since, "extra": 1}, 422),
     ]
     for bad, status in errors:
-        assert client.post("/tasks/bulk-retry", json=bad, headers=BEARER).status_code == status, bad
+        assert client.post("/tasks/bulk/retry", json=bad, headers=BEARER).status_code == status, bad
 
 
 def test_bulk_revoke_reaches_queued_tasks_and_workers_started_later(broker_url, backend_url, make_settings):
@@ -275,12 +275,12 @@ def test_bulk_revoke_reaches_queued_tasks_and_workers_started_later(broker_url, 
     client = app.test_client()
     try:
         ids = [client.post("/tasks", json={"task": "sleep", "args": [1]}).get_json()["id"] for _ in range(3)]
-        first = client.post("/tasks/bulk-revoke", json={"task": "sleep", "limit": 2}).get_json()
+        first = client.post("/tasks/bulk/revoke", json={"task": "sleep", "limit": 2}).get_json()
         assert first["acted"] == 2 and first["next_cursor"] and first["who"] == "anonymous (API_AUTH=off)"
-        rest = client.post("/tasks/bulk-revoke", json={"task": "sleep", "cursor": first["next_cursor"]}).get_json()
+        rest = client.post("/tasks/bulk/revoke", json={"task": "sleep", "cursor": first["next_cursor"]}).get_json()
         revoked = {t["id"] for t in first["tasks"] + rest["tasks"]}
         assert set(ids) <= revoked
-        again = client.post("/tasks/bulk-revoke", json={"task": "sleep"}).get_json()
+        again = client.post("/tasks/bulk/revoke", json={"task": "sleep"}).get_json()
         assert not set(ids) & {t["id"] for t in again["tasks"]}  # idempotent: revoked ones are skipped
         worker = Worker(broker_url, backend_url, name="late", WORKER_QUEUES=queue, TASK_ROUTES=f"sleep={queue}")
         try:

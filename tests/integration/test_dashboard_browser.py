@@ -245,7 +245,7 @@ def test_a_bulk_retry_from_the_dashboard_is_done_and_recorded(dashboard, browser
     result.wait_for()
     for task_id in failed_flaky["ids"]:  # each failed one retried (the first maybe by the test above)
         assert state_of(dashboard, task_id).get("retried_by"), task_id
-    entry = api(dashboard, "GET", "/tasks/bulk-actions?limit=1").json()["actions"][0]
+    entry = api(dashboard, "GET", "/tasks/bulk/actions?limit=1").json()["actions"][0]
     assert entry["action"] == "retry_failed" and entry["task"] == "flaky"
     assert entry["who"].startswith("dashboard sha256:") and FULL_TOKEN not in str(entry)
     assert entry["acted"] + entry["skipped"].get("already_retried", 0) >= len(failed_flaky["ids"])
