@@ -8,6 +8,7 @@ like every other route that changes tasks.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -22,6 +23,7 @@ from workqueue.index import BadCursor
 bp = Blueprint("bulk", __name__)
 
 RETRY_FIELDS = {"task", "since", "limit", "cursor"}
+LEAP_SECOND = re.compile(r"(T\d\d:\d\d:)60")
 LOG_LIMIT = 200
 
 
@@ -39,7 +41,9 @@ def parse_since(raw: Any, required: bool) -> float | None:
     try:
         if not isinstance(raw, str) or len(raw) > 40:
             raise ValueError
-        when = dt.datetime.fromisoformat(raw)
+        # RFC 3339 allows a lower-case t and z, and a leap second, which Python does not read.
+        text = LEAP_SECOND.sub(r"\g<1>59", raw.strip().upper())
+        when = dt.datetime.fromisoformat(text)
         return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
     except (ValueError, OverflowError):
         raise ApiError(422, "invalid_since", 'since must be an ISO 8601 time, e.g. "2026-12-06T10:00:00Z"') from None
@@ -62,6 +66,8 @@ def _body() -> dict[str, Any]:
             422, "invalid_request", f"unknown field(s) {sorted(unknown)[:5]}; allowed: task, since, limit, cursor"
         )
     limit = body.get("limit", DEFAULT_LIMIT)
+    if isinstance(limit, float) and limit.is_integer():
+        limit = body["limit"] = int(limit)  # 100.0 is an integer to JSON Schema
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise ApiError(422, "invalid_request", f"limit must be an integer from 1 to {MAX_LIMIT}")
     cursor = body.get("cursor")

@@ -71,13 +71,15 @@ def _submission_schema(tasks: Catalogue) -> dict[str, Any]:
 
 def _bulk_schema(tasks: Catalogue, since_required: bool = True) -> dict[str, Any]:
     since = {"type": "string", "format": "date-time", "description": "ISO 8601; UTC when it names no zone"}
+    if not since_required:
+        since = {**since, "type": ["string", "null"], "description": since["description"] + "; null: any time"}
     return {
         "type": "object",
         "properties": {
             "task": {"type": "string", "enum": sorted(tasks)},
             "since": since,
             "limit": {"type": "integer", "minimum": 1, "maximum": BULK_MAX_LIMIT, "default": BULK_DEFAULT_LIMIT},
-            "cursor": {"type": "string", "description": "next_cursor of the previous call"},
+            "cursor": {"type": ["string", "null"], "description": "next_cursor of the previous call (null: start)"},
         },
         "required": ["task", "since"] if since_required else ["task"],
         "additionalProperties": False,
