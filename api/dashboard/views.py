@@ -31,10 +31,10 @@ from flask import (
 from flask.sessions import NullSession
 from markupsafe import Markup
 
+import api.dashboard.charts as charts
+import api.dashboard.session as access
 from api.auth import FULL, caller
 from api.bulk import bulk_actions
-from api.dashboard import charts
-from api.dashboard import session as access
 from api.limits import LISTED_STATES, MAX_EVENTS_SECONDS
 from api.routes import _client, event_stream
 from workqueue import index, throughput, workers
