@@ -101,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     port = env.setdefault("PORT", "8000")
     access = choose_access(env)
-    print(f"workqueue: {'; '.join(notes)}; API on http://127.0.0.1:{port}, {access}", flush=True)
+    print(
+        f"workqueue: {'; '.join(notes)}; API on http://127.0.0.1:{port}, {access}; "
+        f"dashboard on http://127.0.0.1:{port}/dashboard/",
+        flush=True,
+    )
 
     run_sh = str(REPO / "run.sh")
     children = [

@@ -58,6 +58,9 @@ FINAL = frozenset(states.READY_STATES)
 @bp.before_request
 def gate() -> Any:
     g.csp_nonce = secrets.token_urlsafe(16)
+    if getattr(_client().celery.backend, "client", None) is None:
+        message = "The dashboard needs Redis as the result store: the embedded try-out store keeps no index."
+        return _page("error.html", 501, message=message)
     if isinstance(session._get_current_object(), NullSession):  # type: ignore[attr-defined]
         return _page("error.html", 503, message="The result store (Redis) is unavailable; try again shortly.")
     try:
