@@ -334,6 +334,10 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                             "type": "boolean",
                             "description": "Its publish was never confirmed and no worker took it: repeat the request",
                         },
+                        "via": {
+                            "type": "string",
+                            "description": "celery: sent to Celery directly, recorded by a worker",
+                        },
                         "submitted_at": {"type": ["string", "null"]},
                         "completed_at": {"type": ["string", "null"]},
                     },

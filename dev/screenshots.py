@@ -107,7 +107,11 @@ def shoot(url: str, token: str, kept: dict[str, str], running: str, out: Path) -
         page.wait_for_timeout(1500)
         page.screenshot(path=str(out / "dashboard-progress.png"))
         page.goto(f"{url}/dashboard/tasks/{kept['flaky-5']}")
-        page.screenshot(path=str(out / "dashboard-failed.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 640})
+        # Down to the traceback's first line: the frames below name this machine's paths.
+        bottom = page.locator("#traceback").bounding_box()["y"] + 30
+        page.set_viewport_size({"width": 1280, "height": int(bottom) + 10})
+        page.screenshot(path=str(out / "dashboard-failed.png"), clip={"x": 0, "y": 0, "width": 1280, "height": bottom})
+        page.set_viewport_size({"width": 1280, "height": 820})
         page.goto(f"{url}/dashboard/queues")
         page.screenshot(path=str(out / "dashboard-queues.png"))
         page.goto(f"{url}/dashboard/workers")

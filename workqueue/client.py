@@ -442,6 +442,8 @@ class TaskClient:
             # may not be queued.  Repeating the request with its idempotency
             # key makes sure (``submit_once``).
             view["unconfirmed"] = True
+        if record.get("via"):  # sent to Celery directly and recorded by the worker (no submission time)
+            view["via"] = record["via"]
         if record.get("retry_of"):
             view["retry_of"] = record["retry_of"]
         if raw_retried:

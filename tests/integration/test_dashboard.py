@@ -312,7 +312,8 @@ def test_tasks_sent_to_celery_directly_are_listed_and_can_be_retried(broker_url,
             assert view["result"] == result
         listed = {t["id"]: t for t in client.get("/tasks?limit=50").get_json()["tasks"]}
         assert {by_kwargs, by_args, failing, over_http} <= set(listed)
-        assert listed[by_args]["task"] == "mul"
+        assert listed[by_args]["task"] == "mul" and listed[by_args]["via"] == "celery"
+        assert listed[by_args]["submitted_at"] is None and "via" not in listed[over_http]
         record = app.extensions["workqueue"].record(by_args)
         assert record["via"] == "celery" and record["kwargs"] == {"x": 4, "y": 5}
         assert app.extensions["workqueue"].record(over_http).get("via") is None  # the API's record kept as it was

@@ -48,7 +48,9 @@
         bar.max = p.total;
         bar.value = Math.min(done, p.total);
         bar.hidden = false;
-        if (label) { label.textContent = Math.round(100 * bar.value / p.total) + "% (" + done + " of " + p.total + ")"; }
+        if (label) {
+          label.textContent = Math.round(100 * bar.value / p.total) + "% (" + (Math.round(done * 10) / 10) + " of " + p.total + ")";
+        }
       }
       if (FINAL.indexOf(view.state) >= 0) {
         source.close();
