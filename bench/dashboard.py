@@ -15,7 +15,6 @@ Goal (issue 21): the task list and a task page under 100 ms.
 
 from __future__ import annotations
 
-import argparse
 import re
 import secrets
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from api.app import create_app
-from bench.common import median, percentile, private_servers
+from bench.common import history_arguments, median, percentile, private_servers
 from bench.listing import populate
 from workqueue.settings import Settings
 
@@ -89,10 +88,7 @@ def summary(results: dict[str, list[float]]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=30)
-    args = parser.parse_args()
+    args = history_arguments(__doc__)
     with private_servers() as (broker_url, backend_url):
         started = time.monotonic()
         results = measure(broker_url, backend_url, args.tasks, args.rounds, Path("/tmp"))

@@ -29,6 +29,7 @@ import json
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from celery import states
@@ -43,6 +44,18 @@ DEFAULT_LIMIT, MAX_LIMIT = 100, 500
 LOG_KEY = "workqueue-bulk-actions"
 LOG_KEEP = 1000
 CHUNK = 250  # index entries read per round trip
+
+
+@dataclass(frozen=True)
+class Call:
+    """One bulk call as asked for (what its record says)."""
+
+    action: str
+    task: str
+    since: float | None
+    who: str
+    cursor: str | None
+    limit: int
 
 
 class BulkActions:
@@ -68,7 +81,7 @@ class BulkActions:
                     return at
             return None
 
-        return self._run("retry_failed", task, since, who, cursor, limit, self._failed, act)
+        return self._run(Call("retry_failed", task, since, who, cursor, limit), self._failed, act)
 
     def revoke_queued(
         self, task: str, who: str, since: float | None = None, cursor: str | None = None, limit: int = DEFAULT_LIMIT
@@ -86,7 +99,7 @@ class BulkActions:
                 outcome["acted"].extend({"id": task_id} for task_id in chosen)
             return room - 1 if len(found) > room else None
 
-        return self._run("revoke_queued", task, since, who, cursor, limit, self._queued, act)
+        return self._run(Call("revoke_queued", task, since, who, cursor, limit), self._queued, act)
 
     def log(self, count: int = 50) -> list[dict[str, Any]]:
         """The newest ``count`` recorded bulk actions."""
@@ -97,30 +110,20 @@ class BulkActions:
 
     # -- the walk ------------------------------------------------------------
 
-    def _run(
-        self,
-        action: str,
-        task: str,
-        since: float | None,
-        who: str,
-        cursor: str | None,
-        limit: int,
-        select: Any,
-        act: Any,
-    ) -> dict[str, Any]:
+    def _run(self, call: Call, select: Any, act: Any) -> dict[str, Any]:
         self.client._redis()
-        position = index.decode_cursor(cursor) if cursor else None  # BadCursor before anything is done
-        floor = since * 1_000_000 if since is not None else -float("inf")
-        outcome: dict[str, Any] = {"limit": limit, "acted": [], "skipped": Counter(), "scanned": 0, "matched": 0}
+        position = index.decode_cursor(call.cursor) if call.cursor else None  # BadCursor before anything is done
+        floor = call.since * 1_000_000 if call.since is not None else -float("inf")
+        outcome: dict[str, Any] = {"limit": call.limit, "acted": [], "skipped": Counter(), "scanned": 0, "matched": 0}
         next_cursor: str | None = None
         error: BaseException | None = None
         try:
-            next_cursor = self._walk(task, position, floor, outcome, select, act)
+            next_cursor = self._walk(call.task, position, floor, outcome, select, act)
         except Exception as exc:
             error = exc
             raise
         finally:
-            entry = self._record(action, task, since, who, cursor, next_cursor, outcome, error)
+            entry = self._record(call, next_cursor, outcome, error)
         return entry
 
     def _walk(self, task: str, position: Any, floor: float, outcome: dict[str, Any], select: Any, act: Any) -> Any:
@@ -168,32 +171,25 @@ class BulkActions:
         ]
 
     def _record(
-        self,
-        action: str,
-        task: str,
-        since: float | None,
-        who: str,
-        cursor: str | None,
-        next_cursor: str | None,
-        outcome: dict[str, Any],
-        error: BaseException | None,
+        self, call: Call, next_cursor: str | None, outcome: dict[str, Any], error: BaseException | None
     ) -> dict[str, Any]:
         entry: dict[str, Any] = {
-            "action": action,
-            "task": task,
-            "since": _isoformat(since) if since is not None else None,
-            "who": who,
+            "action": call.action,
+            "task": call.task,
+            "since": _isoformat(call.since) if call.since is not None else None,
+            "who": call.who,
             "at": _isoformat(time.time()),
             "scanned": outcome["scanned"],
             "matched": outcome["matched"],
             "acted": len(outcome["acted"]),
             "skipped": dict(outcome["skipped"]),
-            "cursor": cursor,
+            "cursor": call.cursor,
             "next_cursor": next_cursor,
         }
         if error is not None:
             entry["error"] = f"{type(error).__name__}: {error}"[:300]
-        logger.info("bulk %s of %s by %s: %s", action, task, who, json.dumps({k: entry[k] for k in list(entry)[5:]}))
+        counts = {k: entry[k] for k in list(entry)[5:]}
+        logger.info("bulk %s of %s by %s: %s", call.action, call.task, call.who, json.dumps(counts))
         key = self.client.celery.backend.key_t(LOG_KEY)
         try:
             with self.client._redis().pipeline(transaction=False) as pipe:
