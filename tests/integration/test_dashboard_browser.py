@@ -265,7 +265,9 @@ def test_a_killed_worker_disappears(dashboard, browser, shots, broker_url, backe
         page.goto(f"{dashboard}/dashboard/workers")
         row = page.locator(f"tr[data-worker='{victim.nodename}']")
         row.wait_for(timeout=10_000)
-        assert "consuming" in row.inner_text() and "prefork" in row.inner_text()
+        # Its first heartbeat may come before its consumer connects ("disconnected"); the next says so.
+        wait_until(lambda: "consuming" in row.inner_text(), 10, "the victim to be listed as consuming")
+        assert "prefork" in row.inner_text()
         page.screenshot(path=str(shots / "dashboard-workers.png"))
         assert victim.process is not None
         killed = time.monotonic()
@@ -273,7 +275,7 @@ def test_a_killed_worker_disappears(dashboard, browser, shots, broker_url, backe
         row.wait_for(state="detached", timeout=20_000)  # its key expired; the page polls every 2 s
         gone = time.monotonic() - killed
         report(f"[dashboard figures] killed worker gone from the page after {gone:.1f} s (key expiry 2 s, poll 2 s)")
-        assert gone < 2 + 2 + 3
+        assert gone < 2 + 2 + 6  # expiry, a poll, and room for a loaded machine
         page.context.close()
     finally:
         victim.stop()
