@@ -200,6 +200,7 @@ def test_pages_render_with_tasks_of_every_state(app):
     queued = task_client.submit("sleep", {"seconds": 20})
     listing = client.get("/dashboard/?state=PENDING&task=sleep")
     assert listing.status_code == 200 and queued in listing.get_data(as_text=True)
+    assert 'value="sleep" selected' in listing.get_data(as_text=True)  # the filters stay chosen
     assert client.get(f"/dashboard/?id={queued}").headers["Location"].endswith(f"/dashboard/tasks/{queued}")
     assert "No task with id" in client.get(f"/dashboard/?id={uuid.uuid4()}", follow_redirects=True).get_data(True)
     assert client.get("/dashboard/?cursor=not-one").status_code == 200  # a bad cursor: the first page
