@@ -33,11 +33,16 @@ install_python_deps() {
 
 install_servers() {
   local missing=()
-  command -v redis-server >/dev/null || missing+=(redis-server)
-  [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || missing+=(rabbitmq-server)
-  if ((${#missing[@]})) && [[ -z "${TEST_BROKER_URL:-}" || -z "${TEST_RESULT_BACKEND:-}" ]]; then
+  if [[ -z "${TEST_BROKER_URL:-}" || -z "${TEST_RESULT_BACKEND:-}" ]]; then
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || missing+=(rabbitmq-server)
+  fi
+  # The dashboard's browser tests drive Debian's Chromium through Playwright
+  # (`playwright install` downloads a browser, which cannot be done here).
+  [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+  if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
-      echo "dev.sh: install ${missing[*]} (or set TEST_BROKER_URL and TEST_RESULT_BACKEND)" >&2
+      echo "dev.sh: install ${missing[*]} (or set TEST_BROKER_URL and TEST_RESULT_BACKEND for the servers)" >&2
       exit 1
     fi
     echo "dev.sh: installing ${missing[*]} with apt" >&2

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import auth, errors, limits, metrics, openapi
+from api import auth, bulk, dashboard, errors, limits, metrics, openapi
 from api.routes import bp
 from workqueue import tracing
 from workqueue.client import TaskClient
@@ -27,6 +27,8 @@ def create_app(settings: Settings | None = None, client: TaskClient | None = Non
         app, client.catalogue, secured=settings.api_auth == "required"
     )
     app.register_blueprint(bp)
+    app.register_blueprint(bulk.bp)
+    dashboard.install(app, settings)  # /dashboard: the browser's view, signed in with the same tokens
     errors.register(app)
     metrics.instrument(app)
     tracing.instrument_flask(app, settings)  # OTEL_EXPORTER_OTLP_ENDPOINT set only

@@ -11,6 +11,8 @@ from typing import Any
 from flask import Flask
 
 from api.limits import LISTED_STATES, MAX_BODY_BYTES, MAX_EVENTS_SECONDS, MAX_LIMIT, MAX_WAIT_SECONDS
+from workqueue.bulk import DEFAULT_LIMIT as BULK_DEFAULT_LIMIT
+from workqueue.bulk import MAX_LIMIT as BULK_MAX_LIMIT
 from workqueue.catalogue import Catalogue
 from workqueue.idempotency import MAX_KEY_LENGTH
 
@@ -65,6 +67,36 @@ def _submission_schema(tasks: Catalogue) -> dict[str, Any]:
             }
         )
     return {"oneOf": variants}
+
+
+def _bulk_schema(tasks: Catalogue, since_required: bool = True) -> dict[str, Any]:
+    since = {"type": "string", "format": "date-time", "description": "ISO 8601; UTC when it names no zone"}
+    if not since_required:
+        since = {**since, "type": ["string", "null"], "description": since["description"] + "; null: any time"}
+    return {
+        "type": "object",
+        "properties": {
+            "task": {"type": "string", "enum": sorted(tasks)},
+            "since": since,
+            "limit": {"type": "integer", "minimum": 1, "maximum": BULK_MAX_LIMIT, "default": BULK_DEFAULT_LIMIT},
+            "cursor": {"type": ["string", "null"], "description": "next_cursor of the previous call (null: start)"},
+        },
+        "required": ["task", "since"] if since_required else ["task"],
+        "additionalProperties": False,
+    }
+
+
+def _bulk_responses() -> dict[str, Any]:
+    return {
+        "200": _json("What was done, and next_cursor to continue (null: nothing left)", "BulkAction"),
+        "400": _error("Body is not valid JSON, or the cursor is not one this API gave out"),
+        "413": _error(f"Body larger than {MAX_BODY_BYTES} bytes"),
+        "415": _error("Content-Type is not application/json"),
+        "422": _error("Unknown task, a since that is not an ISO 8601 time, or limit out of range"),
+        "501": _error("The embedded result store keeps no index"),
+        "503": _error("Broker or result store unavailable: repeat the call (it is idempotent)"),
+        "504": _error("A retry was not confirmed by the broker: repeat the call (it is published again)"),
+    }
 
 
 TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
@@ -219,6 +251,41 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                     },
                 },
             },
+            "/tasks/bulk/retry": {
+                "post": {
+                    "summary": (
+                        "Retry every FAILURE task of a name submitted since a time: at most limit per call "
+                        "(1,000 index entries read), then next_cursor; idempotent (a task is retried once); recorded"
+                    ),
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _bulk_schema(tasks)}}},
+                    "responses": _bulk_responses(),
+                }
+            },
+            "/tasks/bulk/revoke": {
+                "post": {
+                    "summary": (
+                        "Revoke every queued task (no state stored yet) of a name, since a time if given: bounded "
+                        "like bulk/retry; idempotent (revoked tasks are skipped); recorded"
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _bulk_schema(tasks, since_required=False)}},
+                    },
+                    "responses": _bulk_responses(),
+                }
+            },
+            "/tasks/bulk/actions": {
+                "get": {
+                    "summary": "The recorded bulk actions, newest first: who (a token's fingerprint), when, how many",
+                    "parameters": [_query("limit", {"type": "integer", "minimum": 1, "maximum": 200})],
+                    "responses": {
+                        "200": _json("Recorded bulk actions", "BulkActionLog"),
+                        "422": _error("limit out of range"),
+                        "501": _error("The embedded result store keeps no record"),
+                        "503": _error("Result store unavailable"),
+                    },
+                }
+            },
             "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "Alive"}}}},
             "/readyz": {
                 "get": {
@@ -272,6 +339,10 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                             "type": "boolean",
                             "description": "Its publish was never confirmed and no worker took it: repeat the request",
                         },
+                        "via": {
+                            "type": "string",
+                            "description": "celery: sent to Celery directly, recorded by a worker",
+                        },
                         "submitted_at": {"type": ["string", "null"]},
                         "completed_at": {"type": ["string", "null"]},
                     },
@@ -284,6 +355,29 @@ def _document(tasks: Catalogue) -> dict[str, Any]:
                         "next_cursor": {"type": ["string", "null"]},
                     },
                     "required": ["tasks", "next_cursor"],
+                },
+                "BulkAction": {
+                    "type": "object",
+                    "properties": {
+                        "action": {"type": "string", "enum": ["retry_failed", "revoke_queued"]},
+                        "task": {"type": "string"},
+                        "since": {"type": ["string", "null"]},
+                        "who": {"type": "string", "description": "sha256: and 12 hex digits of the token's SHA-256"},
+                        "at": {"type": "string"},
+                        "scanned": {"type": "integer"},
+                        "matched": {"type": "integer"},
+                        "acted": {"type": "integer"},
+                        "skipped": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "cursor": {"type": ["string", "null"]},
+                        "next_cursor": {"type": ["string", "null"]},
+                        "tasks": {"type": "array", "items": {"type": "object"}},
+                    },
+                    "required": ["action", "task", "who", "at", "scanned", "acted", "next_cursor"],
+                },
+                "BulkActionLog": {
+                    "type": "object",
+                    "properties": {"actions": {"type": "array", "items": {"$ref": "#/components/schemas/BulkAction"}}},
+                    "required": ["actions"],
                 },
                 "Catalogue": {
                     "type": "object",

@@ -174,9 +174,12 @@ def task_events(task_id: str) -> Response:
     """Server-Sent Events: the task's view at each state change, until a final state."""
     _only_params("timeout")
     _task_view(task_id)  # 404 before the stream starts
-    client = _client()
-    seconds = _number_arg("timeout", MAX_EVENTS_SECONDS, 1, MAX_EVENTS_SECONDS)
+    return event_stream(task_id, _number_arg("timeout", MAX_EVENTS_SECONDS, 1, MAX_EVENTS_SECONDS))
 
+
+def event_stream(task_id: str, seconds: float) -> Response:
+    """The ``text/event-stream`` of a task's views (also the dashboard's)."""
+    client = _client()
     # Taken now, so that no free slot (503) or no Redis (501) is answered before the stream starts.
     watch = client.watch(task_id, seconds, keepalive=EVENTS_KEEPALIVE_SECONDS)
 
@@ -191,7 +194,9 @@ def task_events(task_id: str) -> Response:
                     continue
                 yield f"event: state\ndata: {json.dumps(view, separators=(',', ':'))}\n\n"
 
-    response = Response(stream(), mimetype="text/event-stream", headers={"Cache-Control": "no-store"})
+    # X-Accel-Buffering: nginx (and ingress-nginx) would otherwise hold events back in its buffer.
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    response = Response(stream(), mimetype="text/event-stream", headers=headers)
     response.call_on_close(watch.close)  # the slot is given back even if the stream never started
     return response
 

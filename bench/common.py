@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import secrets
@@ -20,6 +21,7 @@ __all__ = [
     "Api",
     "Worker",
     "authorized_session",
+    "history_arguments",
     "cpu_seconds",
     "descendants",
     "ensure_apt",
@@ -35,6 +37,14 @@ __all__ = [
 # The chart requires a token (api.auth.enabled), so the benchmarks run the API
 # as it is deployed: with API_TOKENS set and the token checked on each /tasks call.
 TOKEN = f"bench-{secrets.token_urlsafe(16)}"
+
+
+def history_arguments(doc: str | None) -> argparse.Namespace:
+    """``--tasks`` (recorded tasks, 100,000) and ``--rounds`` (30) of the benchmarks over a big history."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=30)
+    return parser.parse_args()
 
 
 @contextlib.contextmanager

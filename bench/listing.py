@@ -13,7 +13,6 @@ Goal: a filtered page of 50 answers in under 50 ms.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import uuid
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from bench.common import median, percentile, private_servers
+from bench.common import history_arguments, median, percentile, private_servers
 from testing.faults import make_client
 from workqueue.client import RECORD_PREFIX
 
@@ -57,10 +56,7 @@ def timed(call, rounds: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=30)
-    args = parser.parse_args()
+    args = history_arguments(__doc__)
     with private_servers() as (broker_url, backend_url):
         client = make_client(broker_url, backend_url, Path("/tmp"))
         try:

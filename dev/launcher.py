@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         found = f"the tools look in {local_session.PATH}, not here: export BROKER_URL and RESULT_BACKEND for them"
     lines = [
         ("API", f"{api_url}  (listening on {args.host}:{port}; the contract: {api_url}/openapi.json)"),
+        ("dashboard", f"{api_url}/dashboard/"),
         ("BROKER_URL", shown(settings.broker_url)),
         ("RESULT_BACKEND", shown(settings.result_backend)),
         ("session", f"{session} ({found})"),

@@ -105,15 +105,17 @@ def register(app: Celery, tasks: Catalogue) -> None:
 
 def _runner(definition: TaskDefinition) -> Callable[..., Any]:
     function = definition.function
+    # The API always sends keyword arguments; positional ones come from code
+    # that calls Celery directly (``add.delay(2, 3)``, ``send_task(..., args=...)``).
     if definition.takes_context:
 
-        def run(self: Task, **kwargs: Any) -> Any:
-            return function(_context(self), **kwargs)
+        def run(self: Task, *args: Any, **kwargs: Any) -> Any:
+            return function(_context(self), *args, **kwargs)
 
     else:
 
-        def run(self: Task, **kwargs: Any) -> Any:
-            return function(**kwargs)
+        def run(self: Task, *args: Any, **kwargs: Any) -> Any:
+            return function(*args, **kwargs)
 
     run.__name__ = run.__qualname__ = definition.name
     run.__module__ = function.__module__

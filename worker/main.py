@@ -2,7 +2,8 @@
 
 ``create_worker_app`` builds the app with the shared factory, registers a
 Celery task for every catalogued definition and installs the worker's own
-bootsteps: probe files, bounded graceful shutdown, metrics, stored revokes;
+bootsteps: probe files, bounded graceful shutdown, metrics, stored revokes,
+its heartbeat key for the dashboard;
 Celery's per-task log lines only when asked for.  ``app`` is
 built on import because that is what ``celery -A`` loads; this is the one
 module that does so.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from worker import celery_tasks, metrics, probes, revoked, shutdown, task_log
+from worker import celery_tasks, direct, metrics, presence, probes, revoked, shutdown, task_log
 from workqueue import catalogue, tracing
 from workqueue.celery_app import create_celery
 from workqueue.settings import Settings
@@ -22,8 +23,11 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.from_env()
     app = create_celery(settings, role="worker")
     app.conf.worker_consumer = "worker.consumer:Consumer"  # Celery's, without native delayed delivery
-    celery_tasks.register(app, catalogue.for_settings(settings))
+    definitions = catalogue.for_settings(settings)
+    celery_tasks.register(app, definitions)
+    direct.install(app, definitions)  # tasks sent to Celery directly get a record too
     probes.install(app)
+    presence.install(app)
     shutdown.install(app)
     revoked.install(app)
     metrics.install(app)

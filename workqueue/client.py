@@ -33,11 +33,13 @@ from celery import Celery, states
 from kombu.exceptions import OperationalError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
-from workqueue import catalogue, index
+from workqueue import catalogue, index, tracing
 from workqueue.catalogue import Catalogue, TaskDefinition
 from workqueue.celery_app import DEFAULT_QUEUE, close_celery, create_celery, make_queue
 from workqueue.idempotency import ACCEPTED, PUBLISHING, UNCONFIRMED, Claim, IdempotencyKeys, fingerprint
 from workqueue.publisher import BrokerBlocked, NotPublished, Publisher, PublishUnconfirmed
+from workqueue.records import RECORD_PREFIX
+from workqueue.records import record_json as _record_json
 from workqueue.result_store import REFUSING_WRITES
 from workqueue.revocations import Revocations
 from workqueue.settings import Settings
@@ -45,7 +47,6 @@ from workqueue.subscriptions import KEEP, Subscribers
 
 __all__ = ["DependencyUnavailable", "IdempotencyConflict", "PublishUnconfirmed", "TaskClient", "TooManyWaits"]
 
-RECORD_PREFIX = "workqueue-submitted-"
 RETRIED_PREFIX = "workqueue-retried-"
 REPUBLISHING_PREFIX = "workqueue-republishing-"
 READINESS_KEY = "workqueue-readiness-probe"
@@ -311,6 +312,9 @@ class TaskClient:
         record: dict[str, Any] = {"task": definition.name, "submitted_at": _isoformat(now)}
         if retry_of:
             record["retry_of"] = retry_of
+        trace_id = tracing.current_trace_id(self.settings)  # None unless tracing is on
+        if trace_id:
+            record["trace_id"] = trace_id
         record["kwargs"] = dict(kwargs)
         key = self._record_key(task_id)
         with self._unavailable("result backend"):
@@ -454,6 +458,8 @@ class TaskClient:
             # may not be queued.  Repeating the request with its idempotency
             # key makes sure (``submit_once``).
             view["unconfirmed"] = True
+        if record.get("via"):  # sent to Celery directly and recorded by the worker (no submission time)
+            view["via"] = record["via"]
         if record.get("retry_of"):
             view["retry_of"] = record["retry_of"]
         if raw_retried:
@@ -577,7 +583,7 @@ class TaskClient:
                 "not_failed", f"task {task_id} is {view['state']}: only FAILURE or REVOKED can be retried"
             )
         definition = self.catalogue.lookup(record["task"])
-        kwargs = definition.bind((), record["kwargs"])
+        kwargs = definition.bind(record.get("args", ()), record["kwargs"])
         new_id = str(uuid.uuid4())
         with self._unavailable("result backend"):
             # SET NX: concurrent retries of one task make one new task.
@@ -876,14 +882,6 @@ def _reason(cause: BaseException) -> str:
     if isinstance(cause, ReadOnlyError):
         return "read_only"
     return "down"
-
-
-def _record_json(record: Mapping[str, Any]) -> str:
-    """A submission record as JSON, its arguments last: a list reads only what comes before them."""
-    fields = {key: value for key, value in record.items() if key != "kwargs"}
-    if "kwargs" in record:
-        fields["kwargs"] = record["kwargs"]
-    return json.dumps(fields)
 
 
 def _isoformat(epoch: float) -> str:

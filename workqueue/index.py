@@ -79,12 +79,16 @@ class TaskIndex:
         self.backend = backend
         self.expires = expires
 
-    def add(self, pipe: Any, task_id: str, task: str, when: float) -> None:
-        """Queue the index writes for one submission on ``pipe`` (a redis-py pipeline)."""
+    def add(self, pipe: Any, task_id: str, task: str, when: float, only_new: bool = False) -> None:
+        """Queue the index writes for one submission on ``pipe`` (a redis-py pipeline).
+
+        ``only_new``: an entry already there keeps its place (a worker
+        recording a task that reached it without a record).
+        """
         score = round(when * 1_000_000)
         oldest = round((when - self.expires) * 1_000_000)
         for key in (self._key(ALL), self._key(BY_TASK + task)):
-            pipe.zadd(key, {task_id: score})
+            pipe.zadd(key, {task_id: score}, nx=only_new)
             pipe.zremrangebyscore(key, "-inf", f"({oldest}")
             pipe.expire(key, self.expires)
 

@@ -31,6 +31,7 @@ stores; reads are Celery's own.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import time
@@ -44,6 +45,8 @@ from kombu.utils.encoding import bytes_to_str
 from redis import BlockingConnectionPool
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
+from workqueue import throughput
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -54,11 +57,18 @@ REFUSING_WRITES: tuple[type[Exception], ...] = (OutOfMemoryError, ReadOnlyError)
 # States a worker must not lose: a task without them looks queued or running for ever.
 ESSENTIAL = frozenset({states.STARTED, states.RETRY, *states.READY_STATES})
 
-# The attribute ``note_start`` sets on a running task's request (monotonic seconds).
+# The attributes ``note_start`` sets on a running task's request (monotonic
+# seconds, for the time limit; epoch seconds, shown as ``started_at``).
 STARTED_AT = "workqueue_started_monotonic"
+STARTED_WALL = "workqueue_started_at"
+# The header the API's publisher stamps on a message (epoch seconds).
+SUBMITTED_HEADER = "workqueue_submitted_at"
 
-# KEYS[1]: the task's key (also the channel clients wait on).
-# ARGV[1]: the encoded state, ARGV[2]: seconds to keep it (0: forever).
+# KEYS[1]: the task's key (also the channel clients wait on); KEYS[2], when
+# given: this minute's counters (workqueue/throughput.py).
+# ARGV[1]: the encoded state, ARGV[2]: seconds to keep it (0: forever);
+# with KEYS[2], ARGV[3]: seconds to keep the counters, ARGV[4...]: the
+# fields to increment, counted only when the state was stored.
 # Returns 0 when a final state is stored already and was kept.
 STORE_UNLESS_FINAL = """
 local current = redis.call('GET', KEYS[1])
@@ -78,6 +88,12 @@ else
   redis.call('SET', KEYS[1], ARGV[1])
 end
 redis.call('PUBLISH', KEYS[1], ARGV[1])
+if KEYS[2] then
+  for i = 4, #ARGV do
+    redis.call('HINCRBY', KEYS[2], ARGV[i], 1)
+  end
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+end
 return 1
 """
 
@@ -110,6 +126,7 @@ def note_start(task: Any = None, **_: Any) -> None:
     """``task_prerun`` receiver: when the running task started, for its time-limit deadline."""
     if task is not None:
         setattr(task.request, STARTED_AT, time.monotonic())
+        setattr(task.request, STARTED_WALL, time.time())
 
 
 class _OneRoundTrip:
@@ -206,15 +223,42 @@ class _OneRoundTrip:
             raise BackendStoreError("value too large for Redis backend", state=state, task_id=task_id)
         expires = (self.failure_expires if state == states.FAILURE else None) or self.expires
         key = self.get_key_for_task(task_id)
+        keys, args = [key], [value, int(expires or 0)]
+        counted = throughput.fields_for(state, *self._queue_wait(state, request))
+        if counted:  # this minute's counters, in the same round trip
+            keys.append(self.key_t(throughput.key_name(throughput.minute_of(time.time()))))
+            args += [throughput.KEEP_SECONDS, *counted]
         # One attempt: the callers above retry (a nested retry loop would
         # multiply the waits).
-        self._store_script(keys=[key], args=[value, int(expires or 0)])
+        self._store_script(keys=keys, args=args)
         return result
+
+    def _queue_wait(self, state: str, request: Any) -> tuple[str | None, float | None]:
+        """(queue, seconds from submission to start) when this state is where a first attempt's wait counts.
+
+        Counted once per task: at STARTED (or at its final state when STARTED
+        is not tracked), on a first attempt that is no redelivery, of a
+        message the API stamped.
+        """
+        if request is None or getattr(request, "retries", 0):
+            return None, None
+        tracked = self.app.conf.task_track_started
+        if not (state == states.STARTED or (state in states.READY_STATES and not tracked)):
+            return None, None
+        delivery = getattr(request, "delivery_info", None) or {}
+        submitted, started = getattr(request, SUBMITTED_HEADER, None), getattr(request, STARTED_WALL, None)
+        if delivery.get("redelivered") or not isinstance(submitted, int | float) or started is None:
+            return None, None
+        return delivery.get("routing_key") or "celery", max(0.0, started - submitted)
 
     def _get_result_meta(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         meta = super()._get_result_meta(*args, **kwargs)  # type: ignore[misc]
         meta.pop("args", None)  # in the submission record (result_extended)
         meta.pop("kwargs", None)
+        request = kwargs.get("request", args[3] if len(args) > 3 else None)
+        started = getattr(request, STARTED_WALL, None)
+        if started is not None:  # this attempt's start, for the dashboard's timings
+            meta["started_at"] = dt.datetime.fromtimestamp(started, dt.UTC).isoformat()
         return meta
 
 

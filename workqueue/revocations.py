@@ -31,15 +31,20 @@ class Revocations:
         self.redis = getattr(backend, "client", None)
 
     def add(self, task_id: str) -> None:
+        self.add_many([task_id])
+
+    def add_many(self, task_ids: list[str]) -> None:
         now = time.time()
         if self.redis is None:
-            self.backend.set(self._file_key(task_id), str(now + self.expires))
+            for task_id in task_ids:
+                self.backend.set(self._file_key(task_id), str(now + self.expires))
             return
-        with self.redis.pipeline() as pipe:
-            pipe.zadd(self._key(), {task_id: now + self.expires})
-            pipe.zremrangebyscore(self._key(), "-inf", now)  # forget what expired
-            pipe.expire(self._key(), self.expires)
-            pipe.execute()
+        if task_ids:
+            with self.redis.pipeline() as pipe:
+                pipe.zadd(self._key(), dict.fromkeys(task_ids, now + self.expires))
+                pipe.zremrangebyscore(self._key(), "-inf", now)  # forget what expired
+                pipe.expire(self._key(), self.expires)
+                pipe.execute()
 
     def current(self) -> list[str]:
         """Every revoked id that has not expired."""

@@ -158,6 +158,13 @@ class Settings:
     api_broker_connections: int = _env("API_BROKER_CONNECTIONS", 16, minimum=1)
     api_max_waits: int = _env("API_MAX_WAITS", 64, minimum=1)
     worker_metrics_port: int = _env("WORKER_METRICS_PORT", 9808, minimum=0, maximum=65535)
+    # Each worker refreshes its heartbeat key in Redis this often (the
+    # dashboard's live workers); the key expires after 3 times this, so a
+    # worker that died disappears from the list within 15 s by default.
+    worker_presence_interval: float = _env("WORKER_PRESENCE_INTERVAL", 5.0, minimum=0.1)
+    # How long a dashboard sign-in lasts (the session cookie's expiry, checked
+    # by the server too); then the browser asks for the token again.
+    dashboard_session_seconds: int = _env("DASHBOARD_SESSION_SECONDS", 28_800, minimum=60)
     # OpenTelemetry traces (the `otel` extra): set, the API and the workers
     # export spans there over OTLP/HTTP, one trace from the HTTP request
     # through the publish into the task; empty, OpenTelemetry is not imported.

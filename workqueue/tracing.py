@@ -118,3 +118,27 @@ class _PublishSpan:
 
     def __exit__(self, *exc: Any) -> None:
         self._manager.__exit__(*exc)
+
+
+def current_trace_id(settings: Settings) -> str | None:
+    """The id of the trace the current span belongs to (32 hex digits); None when off or outside a span.
+
+    An HTTP submission's request span, the publish span and the worker's
+    task span share it, so the submission record keeps it for the dashboard.
+    """
+    if not enabled(settings) or _provider is None:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def trace_id_of(traceparent: Any) -> str | None:
+    """The trace id of a W3C ``traceparent`` header (``00-<trace id>-<span id>-<flags>``), or None."""
+    if not isinstance(traceparent, str):
+        return None
+    parts = traceparent.split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or parts[1].strip("0123456789abcdef") or parts[1] == "0" * 32:
+        return None
+    return parts[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -78,6 +79,9 @@ def run_walkthrough(env: dict[str, str], args: list[str], log: Path, worker_line
         assert response.status_code == 202
         view = wait_for_state(url, response.json()["id"], states.READY_STATES, timeout=30)
         assert view["state"] == states.SUCCESS and view["result"] == 5
+        # The dashboard comes with it; on the embedded store it says why it cannot show tasks.
+        dashboard = requests.get(f"{url}/dashboard/", timeout=10)
+        assert dashboard.status_code == (200 if worker_line else 501), dashboard.text[:300]
         if worker_line:
             wait_until(lambda: worker_line in log.read_text(errors="replace"), 60, f"the worker to log {worker_line!r}")
         recorded = local_session.read(session)
@@ -104,7 +108,8 @@ def test_dev_up_serves_the_walkthrough_on_the_embedded_default(tmp_path):
     assert first.startswith("workqueue: broker: embedded (kombu filesystem transport")
     assert "results: embedded" in first
     # No token given: open, deliberately (API_AUTH=off), and said in the first line.
-    assert first.endswith("open to anyone (API_AUTH=off; set API_TOKENS to require a token)"), first
+    assert "open to anyone (API_AUTH=off; set API_TOKENS to require a token)" in first, first
+    assert re.search(r"; dashboard on http://127\.0\.0\.1:\d+/dashboard/$", first), first
 
 
 @pytest.mark.integration

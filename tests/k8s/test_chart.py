@@ -959,3 +959,19 @@ def test_image_pull_secrets_reach_every_pod() -> None:
     for doc in pods:
         assert pod_spec(doc.obj).get("imagePullSecrets") == [{"name": "regcred"}, {"name": "mirror"}], doc.name
     assert not any("imagePullSecrets" in pod_spec(d.obj) for d in render() if d.kind in {"Deployment", "Pod"})
+
+
+def test_the_dashboard_is_served_through_the_ingress_and_the_notes_say_how_to_open_it(
+    everything: list[Doc],
+) -> None:
+    """The API serves /dashboard/: the Ingress routes every path to it, and NOTES.txt gives the way in."""
+    ingress = by_kind_name(everything)[("Ingress", "workqueue-api")]
+    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert path["path"] == "/" and path["pathType"] == "Prefix"  # /dashboard/ and its event streams included
+    text = kube.notes()
+    assert "port-forward service/workqueue-api 8000:8000" in text
+    assert "http://127.0.0.1:8000/dashboard/" in text and 'echo "$TOKEN"' in text
+    with_ingress = kube.notes({"api": {"ingress": {"enabled": True, "host": "wq.example.com", "tlsSecretName": "t"}}})
+    assert "https://wq.example.com/dashboard/" in with_ingress
+    off = kube.notes({"api": {"auth": {"enabled": False}}})
+    assert "/dashboard/" in off and "open to anyone who reaches it" in off and "$TOKEN" not in off
