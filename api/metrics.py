@@ -26,7 +26,6 @@ LATENCY = Histogram(
     ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-SUBMITTED = Counter("workqueue_api_tasks_submitted_total", "Tasks accepted (202) by task name", ["task"])
 # celery-exporter's name and labels (its dashboards read it).
 SENT = Counter("celery_task_sent", "Sent when a task message is published.", ["name", "hostname", "queue_name"])
 HOSTNAME = socket.gethostname()
@@ -34,7 +33,6 @@ HOSTNAME = socket.gethostname()
 
 def task_sent(definition: TaskDefinition) -> None:
     """One task accepted by the broker."""
-    SUBMITTED.labels(definition.name).inc()
     SENT.labels(definition.celery_name, HOSTNAME, definition.queue).inc()
 
 

@@ -27,11 +27,10 @@ from workqueue.prometheus import scrape_registry
 
 logger = logging.getLogger(__name__)
 
-TASKS = Counter("workqueue_worker_tasks_total", "Task executions by task name and outcome", ["task", "outcome"])
 RUNTIME_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600)
-RUNTIME = Histogram(
-    "workqueue_worker_task_runtime_seconds", "Task runtime by task name", ["task"], buckets=RUNTIME_BUCKETS
-)
+# One vocabulary: celery-exporter's names below for everything it has a name
+# for (what the chart's dashboard and alerts read); workqueue_* only for what
+# it has not (the queue wait, the result store's memory).
 QUEUE_WAIT = Histogram(
     "workqueue_task_queue_wait_seconds",
     "From submission (the API's clock) to the start of the task (the worker's clock)",
@@ -58,11 +57,6 @@ CELERY_RUNTIME = Histogram(
 _started: dict[str, float] = {}
 
 
-def _name(task: Any) -> str:
-    name = getattr(task, "name", None) or "unknown"
-    return name.removeprefix("workqueue.")
-
-
 def exporter_labels(name: str | None, request: Any) -> dict[str, str]:
     """celery-exporter's labels: the Celery task name, the worker's host, the queue it came from."""
     hostname = getattr(request, "hostname", None) or ""
@@ -82,7 +76,6 @@ def _on_received(request: Any = None, **kwargs: Any) -> None:
 @signals.task_prerun.connect
 def _on_prerun(task_id: str = "", task: Any = None, **kwargs: Any) -> None:
     _started[task_id] = time.perf_counter()
-    TASKS.labels(_name(task), "started").inc()
     labels = exporter_labels(task.name, task.request)
     STARTED.labels(**labels).inc()
     submitted = getattr(task.request, "workqueue_submitted_at", None)  # a header the publisher sets
@@ -94,10 +87,6 @@ def _on_prerun(task_id: str = "", task: Any = None, **kwargs: Any) -> None:
 def _on_postrun(task_id: str = "", task: Any = None, state: str = "", **kwargs: Any) -> None:
     started = _started.pop(task_id, None)
     runtime = None if started is None else time.perf_counter() - started
-    if runtime is not None:
-        RUNTIME.labels(_name(task)).observe(runtime)
-    if state in ("SUCCESS", "FAILURE"):
-        TASKS.labels(_name(task), state.lower()).inc()
     if state == "SUCCESS":
         labels = exporter_labels(task.name, task.request)
         SUCCEEDED.labels(**labels).inc()
@@ -113,7 +102,6 @@ def _on_failure(sender: Any = None, exception: BaseException | None = None, **kw
 
 @signals.task_retry.connect
 def _on_retry(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
-    TASKS.labels(_name(sender), "retried").inc()
     RETRIED.labels(**exporter_labels(sender.name, request)).inc()
 
 
@@ -158,7 +146,6 @@ class QueueDepthCollector(Collector):
         self.lock = threading.Lock()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("workqueue_queue_messages", "Messages ready in the queue", labels=["queue"])
         exporter = GaugeMetricFamily(
             "celery_queue_length", "The number of message in broker queue.", labels=["queue_name"]
         )
@@ -170,12 +157,10 @@ class QueueDepthCollector(Collector):
                 connection.ensure_connection(max_retries=1, timeout=2)
                 for queue in self.queues:
                     depth, consuming = queue_status(connection, queue)
-                    family.add_metric([queue], depth)
                     exporter.add_metric([queue], depth)
                     consumers.add_metric([queue], consuming)
         except Exception as exc:  # a scrape must not fail because the broker did
             logger.debug("queue depth unavailable: %s", exc)
-        yield family
         yield exporter
         yield consumers
 

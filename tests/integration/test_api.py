@@ -5,6 +5,7 @@ Every client mistake gets a 4xx in the documented error shape, never a 5xx.
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -134,7 +135,8 @@ def test_health_readiness_and_metrics(client):
     posted = client.post("/tasks", json={"task": "mul", "args": [2, 3]})
     assert posted.status_code == 202, posted.get_data(as_text=True)
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'workqueue_api_tasks_submitted_total{task="mul"}' in text
+    sent = r'^celery_task_sent_total\{hostname="[^"]*",name="workqueue\.mul",queue_name="celery"\} '
+    assert re.search(sent, text, re.M)
     assert 'workqueue_api_requests_total{method="POST",route="/tasks",status="202"}' in text
 
 

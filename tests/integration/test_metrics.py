@@ -39,13 +39,15 @@ def test_worker_metrics_count_tasks_and_read_queue_depth(private_rabbitmq, backe
         metas = client.describe_many(ids)
         assert [metas[i]["state"] for i in ids[-2:]] == [states.SUCCESS, states.FAILURE]
         text = requests.get(url, timeout=10).text
-        assert sample(text, "workqueue_worker_tasks_total", task="add", outcome="success") == 7
-        assert sample(text, "workqueue_worker_tasks_total", task="flaky", outcome="success") == 1
-        assert sample(text, "workqueue_worker_tasks_total", task="flaky", outcome="failure") == 1
-        assert sample(text, "workqueue_worker_tasks_total", task="flaky", outcome="retried") == 4  # 1 + 3 retries
-        assert sample(text, "workqueue_worker_task_runtime_seconds_count", task="add") == 7
-        assert sample(text, "workqueue_queue_messages", queue="celery") == 0
-        assert "workqueue_queue_messages" in text
+        add, flaky = (dict(name=f"workqueue.{n}", hostname="localhost", queue_name="celery") for n in ("add", "flaky"))
+        assert sample(text, "celery_task_started_total", **add) == 7
+        assert sample(text, "celery_task_succeeded_total", **add) == 7
+        assert sample(text, "celery_task_succeeded_total", **flaky) == 1
+        assert sample(text, "celery_task_failed_total", exception="TransientError", **flaky) == 1
+        assert sample(text, "celery_task_retried_total", **flaky) == 4  # 1 + 3 retries
+        assert sample(text, "celery_task_runtime_count", **add) == 7
+        assert sample(text, "celery_queue_length", queue_name="celery") == 0
+        assert "workqueue_worker_tasks_total" not in text, "one vocabulary (celery-exporter's) per event"
     finally:
         worker.stop()
         client.close()
@@ -61,7 +63,7 @@ def test_queue_depth_is_read_from_the_broker(private_rabbitmq, backend_url, tmp_
         for i in range(5):
             client.submit("add", {"x": i, "y": i})
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        assert sample(text, "workqueue_queue_messages", queue="celery") == 5
+        assert sample(text, "celery_queue_length", queue_name="celery") == 5
     finally:
         worker.stop()
         client.close()

@@ -121,7 +121,7 @@ def test_no_password_or_token_shows_anywhere_a_reader_can_see(services, protecte
     seen["API /metrics"] = requests.get(f"{api.url}/metrics", timeout=10).text
     port = env["WORKER_METRICS_PORT"]
     seen["worker /metrics"] = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    assert "workqueue_worker_tasks_total" in seen["worker /metrics"]
+    assert "celery_task_succeeded_total" in seen["worker /metrics"]
 
     # Error bodies: every kind of refusal, each with a real token or a near miss.
     errors = {
