@@ -113,3 +113,31 @@ def test_sigterm_to_the_api_lets_in_flight_requests_finish(broker_url, backend_u
         assert response.startswith("HTTP/1.1 202"), response[:200]
         task_id = json.loads(response.split("\r\n\r\n", 1)[1])["id"]
         assert client.describe(task_id) is not None, "a 202 task is recorded and enqueued"
+
+
+def test_sigterm_exits_as_soon_as_the_last_task_finishes_not_at_the_timeout(private_rabbitmq, backend_url, tmp_path):
+    """Why the bounded shutdown is ours and not Celery's soft shutdown (ARCHITECTURE.md, "Celery's or ours").
+
+    Celery 5.5+'s soft shutdown (worker_soft_shutdown_timeout, with SIGTERM
+    remapped to SIGQUIT) sleeps the whole timeout whenever a task is running
+    and then exits 1 (a cold shutdown).  A pod stopped during a one-second
+    task would hold its rollout for WORKER_SHUTDOWN_TIMEOUT (610 s in the
+    chart) and report failure.  Ours waits only as long as the tasks run.
+    """
+    client = make_client(private_rabbitmq.url, backend_url, tmp_path)
+    try:
+        worker = Worker(private_rabbitmq.url, backend_url, name="prompt", WORKER_SHUTDOWN_TIMEOUT="60").start()
+        worker.wait_ready()
+        task = client.submit("sleep", {"seconds": 1})
+        wait_until(lambda: client.describe(task)["state"] in ("STARTED", "PROGRESS"), 30, "the task to start")
+        assert worker.process is not None
+        sent = time.monotonic()
+        worker.process.signal(signal.SIGTERM)
+        code = worker.process.wait(60)
+        took = time.monotonic() - sent
+        final = client.describe(task)["state"]
+    finally:
+        client.close()
+    report(f"[fault figures] prompt-shutdown: task=1s timeout=60s exited_after={took:.1f}s exit_code={code}")
+    assert code == 0 and final == states.SUCCESS
+    assert took < 15, f"waited {took:.1f} s for a one-second task"
