@@ -272,3 +272,64 @@ def test_a_routed_task_is_done_by_the_pool_that_consumes_its_queue(cluster: JobC
     (submit,) = pod_spec(objects[("CronJob", "workqueue-schedule-add")])["containers"]
     waited = cluster.run(submit, "schedule-add", timeout=60)
     assert waited.returncode != EXIT_OK and "0 succeeded, 0 failed, 1 still pending" in waited.stdout
+
+
+# Each option a pool may set, a value for it, and where it shows in the pool's objects.
+POOL_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "replicas": (3, lambda o: o["Deployment"]["spec"]["replicas"] == 3),
+    "concurrency": (5, lambda o: pool_env(o)["WORKER_CONCURRENCY"] == "5"),
+    "prefetchMultiplier": (4, lambda o: pool_env(o)["WORKER_PREFETCH_MULTIPLIER"] == "4"),
+    "maxMemoryPerChildKb": (123456, lambda o: pool_env(o)["WORKER_MAX_MEMORY_PER_CHILD_KB"] == "123456"),
+    "taskSoftTimeLimit": (100, lambda o: pool_env(o)["TASK_SOFT_TIME_LIMIT"] == "100"),
+    "resources": ({"limits": {"memory": "3Gi"}}, lambda o: pool_worker(o)["resources"]["limits"]["memory"] == "3Gi"),
+    "pdb": ({"maxUnavailable": 2}, lambda o: o["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 2),
+    "keda": ({"enabled": True}, lambda o: "ScaledObject" in o),
+    "nodeSelector": ({"pool": "p"}, lambda o: pod(o)["nodeSelector"] == {"pool": "p"}),
+    "tolerations": ([{"key": "k", "operator": "Exists"}], lambda o: pod(o)["tolerations"][0]["key"] == "k"),
+    "priorityClassName": ("high", lambda o: pod(o)["priorityClassName"] == "high"),
+    "podLabels": ({"team": "p"}, lambda o: o["Deployment"]["spec"]["template"]["metadata"]["labels"]["team"] == "p"),
+    "podAnnotations": ({"a": "b"}, lambda o: template_annotations(o["Deployment"])["a"] == "b"),
+    "extraEnv": ([{"name": "X_POOL", "value": "1"}], lambda o: pool_env(o)["X_POOL"] == "1"),
+}
+
+
+def template_annotations(obj: dict[str, Any]) -> dict[str, str]:
+    return dict(obj["spec"]["template"]["metadata"].get("annotations", {}))
+
+
+def without_checksums(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without checksum/* annotations (the generated Secret's passwords differ in every render)."""
+    copy = yaml.safe_load(yaml.safe_dump(obj))
+    if copy["kind"] == "Deployment":
+        annotations = copy["spec"]["template"]["metadata"].get("annotations", {})
+        for key in [k for k in annotations if k.startswith("checksum/")]:
+            del annotations[key]
+    return copy
+
+
+def pod(objects: dict[str, Any]) -> dict[str, Any]:
+    return pod_spec(objects["Deployment"])
+
+
+def pool_worker(objects: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in pod(objects)["containers"] if c["name"] == "worker")
+
+
+def pool_env(objects: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in pool_worker(objects).get("env", [])}
+
+
+@pytest.mark.parametrize("option", POOL_OPTIONS)
+def test_an_option_set_on_one_pool_applies_to_that_pool_alone(option: str) -> None:
+    value, shows = POOL_OPTIONS[option]
+    plain = by_kind_name(render({"worker": {"pools": {"p": {"queues": ["p"]}}}}))
+    found = by_kind_name(render({"worker": {"pools": {"p": {"queues": ["p"], option: value}}}}))
+    pool = {kind: obj for (kind, name), obj in found.items() if name == "workqueue-worker-p"}
+    assert shows(pool), f"worker.pools.p.{option} does not reach the pool's objects"
+    for key in [("Deployment", "workqueue-worker"), ("PodDisruptionBudget", "workqueue-worker")]:
+        same = without_checksums(found[key]) == without_checksums(plain[key])
+        assert same, f"worker.pools.p.{option} leaked into the default pool's {key[0]}"
+    if option == "keda":  # KEDA on this pool alone: the Secret key and the authentication it reads exist
+        assert "RABBITMQ_MANAGEMENT_URL" in found[("Secret", "workqueue-secret")]["data"]
+        assert ("TriggerAuthentication", "workqueue-worker") in found
+        assert ("ScaledObject", "workqueue-worker") not in found

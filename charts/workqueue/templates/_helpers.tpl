@@ -271,15 +271,13 @@ ConfigMap. Each worker.pools entry is a pool of its own, component
 "worker-<name>" (so no selector overlaps another pool's pods), whose values
 are `worker`'s overridden by the entry's, and whose own settings become env
 of its Deployment (env wins over the ConfigMap's envFrom).
-Refuses, naming the value: a queue consumed by two pools, and a
-config.taskRoutes queue that no pool consumes (its tasks would wait forever).
+(_validate.tpl refuses what would not work: workqueue.checkWorkerPools.)
 Each item: name ("" for the default), component, queues, values, env.
 */}}
 {{- define "workqueue.workerPools" -}}
 {{- $root := . }}
 {{- $base := omit .Values.worker "pools" }}
 {{- $pools := list (dict "name" "" "component" "worker" "queues" (list "celery") "values" $base "env" list) }}
-{{- $consumer := dict "celery" "worker (the default pool)" }}
 {{- range $name, $pool := .Values.worker.pools }}
 {{- $env := list (dict "name" "WORKER_QUEUES" "value" (join "," $pool.queues)) }}
 {{- range $key, $variable := dict "concurrency" "WORKER_CONCURRENCY" "prefetchMultiplier" "WORKER_PREFETCH_MULTIPLIER" "maxMemoryPerChildKb" "WORKER_MAX_MEMORY_PER_CHILD_KB" "taskSoftTimeLimit" "TASK_SOFT_TIME_LIMIT" "taskTimeLimit" "TASK_TIME_LIMIT" "shutdownTimeout" "WORKER_SHUTDOWN_TIMEOUT" }}
@@ -287,51 +285,10 @@ Each item: name ("" for the default), component, queues, values, env.
 {{- $env = append $env (dict "name" $variable "value" (index $pool $key | int64 | toString)) }}
 {{- end }}
 {{- end }}
-{{- range $pool.queues }}
-{{- if hasKey $consumer . }}
-{{- fail (printf "worker.pools.%s.queues: queue %q is already consumed by %s; a queue belongs to one pool" $name . (get $consumer .)) }}
-{{- end }}
-{{- $_ := set $consumer . (printf "worker.pools.%s" $name) }}
-{{- end }}
 {{- $values := mergeOverwrite (deepCopy $base) (omit (deepCopy $pool) "queues" "concurrency" "prefetchMultiplier" "maxMemoryPerChildKb" "taskSoftTimeLimit" "taskTimeLimit" "shutdownTimeout") }}
 {{- $pools = append $pools (dict "name" $name "component" (printf "worker-%s" $name) "queues" $pool.queues "values" $values "env" $env) }}
 {{- end }}
-{{- range $task, $queue := .Values.config.taskRoutes }}
-{{- if not (hasKey $consumer $queue) }}
-{{- fail (printf "config.taskRoutes.%s: queue %q is consumed by no worker pool (worker consumes celery; add %q to the queues of a worker.pools entry)" $task $queue $queue) }}
-{{- end }}
-{{- end }}
 {{- toJson $pools }}
-{{- end }}
-
-{{/*
-Refuses shutdown and grace periods that would cut tasks short, for one pool.
-Usage: include "workqueue.checkWorkerTimes" (list . $pool)
-*/}}
-{{- define "workqueue.checkWorkerTimes" -}}
-{{- $root := index . 0 -}}
-{{- $pool := index . 1 -}}
-{{- $own := dict }}
-{{- if $pool.name }}{{ $own = index $root.Values.worker.pools $pool.name }}{{ end }}
-{{- /* Each value and the name of the value it came from: the pool's own, or the default. */ -}}
-{{- $times := dict }}
-{{- range $key, $default := dict "taskTimeLimit" "config.taskTimeLimit" "shutdownTimeout" "config.workerShutdownTimeout" "terminationGracePeriodSeconds" "worker.terminationGracePeriodSeconds" }}
-{{- if hasKey $own $key }}
-{{- $_ := set $times $key (list (float64 (index $own $key)) (printf "worker.pools.%s.%s" $pool.name $key)) }}
-{{- else }}
-{{- $section := index $root.Values (first (splitList "." $default)) }}
-{{- $_ := set $times $key (list (float64 (index $section (last (splitList "." $default)))) $default) }}
-{{- end }}
-{{- end }}
-{{- $timeLimit := $times.taskTimeLimit }}
-{{- $shutdown := $times.shutdownTimeout }}
-{{- $grace := $times.terminationGracePeriodSeconds }}
-{{- if le (first $shutdown) (first $timeLimit) }}
-{{- fail (printf "%s (%v s) must exceed %s (%v s): a rollout or scale-in would cut running tasks and count their redelivery toward config.taskMaxDeliveries" (last $shutdown) (first $shutdown) (last $timeLimit) (first $timeLimit)) }}
-{{- end }}
-{{- if lt (first $grace) (addf (first $shutdown) 10) }}
-{{- fail (printf "%s (%v s) must be at least %s (%v s) + 10 s, or Kubernetes kills workers in the middle of their shutdown" (last $grace) (first $grace) (last $shutdown) (first $shutdown)) }}
-{{- end }}
 {{- end }}
 
 {{/*
