@@ -411,19 +411,30 @@ class TaskClient:
                 *(backend.get_key_for_task(i) for i in chunk),
                 *(self._retried_key(i) for i in chunk),
             ]
+            redis = getattr(backend, "client", None)
             with self._unavailable("result backend"):
-                raws = list(backend.mget(keys))
+                if redis is not None:
+                    # A revoke is stored at once and acted on by a worker later:
+                    # until then the view says it was asked for.  Read in the
+                    # same round trip as the records and states.
+                    with redis.pipeline(transaction=False) as pipe:
+                        pipe.mget(keys)
+                        self.revocations.queue_lookup(pipe, chunk)
+                        raws, scores = pipe.execute()
+                    revoked = self.revocations.revoked_among(chunk, scores)
+                else:  # the embedded file store: a second read, for the unfinished only
+                    raws = list(backend.mget(keys))
+                    revoked = None
             unfinished: dict[str, dict[str, Any]] = {}
             for at, task_id in enumerate(chunk):
                 view = views[task_id] = self._view(task_id, raws[at], raws[n + at], raws[2 * n + at])
                 if view is not None and view["state"] not in states.READY_STATES:
                     unfinished[task_id] = view
-            # A revoke is stored at once and acted on by a worker later: until
-            # then the view says it was asked for (one more round trip, only
-            # when some task is not finished).
-            with self._unavailable("result backend"):
-                for task_id in self.revocations.requested(unfinished):
-                    unfinished[task_id]["revoke_requested"] = True
+            if revoked is None:
+                with self._unavailable("result backend"):
+                    revoked = self.revocations.requested(unfinished)
+            for task_id in revoked & set(unfinished):
+                unfinished[task_id]["revoke_requested"] = True
         return views
 
     def record(self, task_id: str) -> dict[str, Any] | None:

@@ -55,6 +55,15 @@ class Revocations:
         members = self.redis.zrangebyscore(self._key(), time.time(), "+inf")
         return [m.decode() if isinstance(m, bytes) else m for m in members]
 
+    def queue_lookup(self, pipe: Any, task_ids: list[str]) -> None:
+        """Queue on ``pipe`` (a redis-py pipeline) the read that ``revoked_among`` decodes (one ZMSCORE)."""
+        pipe.zmscore(self._key(), task_ids)
+
+    def revoked_among(self, task_ids: list[str], scores: list[Any]) -> set[str]:
+        """Which of ``task_ids`` are revoked, from what ``queue_lookup`` read."""
+        now = time.time()
+        return {task_id for task_id, score in zip(task_ids, scores, strict=True) if score is not None and score > now}
+
     def requested(self, task_ids: Iterable[str]) -> set[str]:
         """Which of ``task_ids`` were revoked (and the revoke has not expired), in one round trip."""
         ids = list(task_ids)
