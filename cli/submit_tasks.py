@@ -167,7 +167,8 @@ class Submitter:
             self.failing_since = self.failing_since or now
             waited = now - self.failing_since
             if waited >= self.args.timeout:
-                raise GaveUp(f"gave up after {waited:.0f} s (--timeout): {exc}") from exc
+                # The bound given, then what it took (an attempt itself takes time: DNS, a connect timeout).
+                raise GaveUp(f"gave up after {self.args.timeout:g} s (--timeout; tried {waited:.1f} s): {exc}") from exc
             self.say(f"could not submit {name}: {exc}; retrying for up to {self.args.timeout - waited:.0f} s more")
             return False
         self.failing_since = None
