@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 
 from workqueue.client import DependencyUnavailable, TaskClient
 from workqueue.settings import from_env_or_exit
@@ -24,40 +25,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api", metavar="URL", help="wait for URL/readyz to answer 200 instead of the servers")
     args = parser.parse_args(argv)
     if args.api:
-        return wait_for_api(args.api.rstrip("/"), args.timeout)
+        url = args.api.rstrip("/")
+        return until_ready(lambda: api_answers(url), "waiting for the API", (OSError,), args.timeout, 2.0)
     client = TaskClient(from_env_or_exit())
-    deadline = time.monotonic() + args.timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            client.check_broker()
-            client.check_result_store()
-            print("broker and result backend are reachable", flush=True)
-            return 0
-        except DependencyUnavailable as exc:
-            message = f"waiting for dependencies: {exc}"
-            if message != last:
-                print(message, flush=True)
-                last = message
-            time.sleep(1)
-    print(f"gave up after {args.timeout:.0f} s: {last}", file=sys.stderr)
-    return 1
+    errors = (DependencyUnavailable,)
+    return until_ready(lambda: servers_answer(client), "waiting for dependencies", errors, args.timeout)
 
 
-def wait_for_api(url: str, timeout: float) -> int:
+def servers_answer(client: TaskClient) -> str:
+    client.check_broker()
+    client.check_result_store()
+    return "broker and result backend are reachable"
+
+
+def api_answers(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/readyz", timeout=3) as answer:  # a 503 raises HTTPError, an OSError
+        return f"{url}/readyz answered {answer.status}"
+
+
+def until_ready(
+    check: Callable[[], str],
+    waiting: str,
+    errors: tuple[type[BaseException], ...],
+    timeout: float,
+    interval: float = 1.0,
+) -> int:
+    """Run ``check`` until it returns (0) or ``timeout`` passes (1); each new reason to wait is said once."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=3) as answer:
-                print(f"{url}/readyz answered {answer.status}", flush=True)
-                return 0
-        except OSError as exc:  # refused, not resolvable yet, or 503 (HTTPError)
-            message = f"waiting for the API: {exc}"
+            print(check(), flush=True)
+            return 0
+        except errors as exc:
+            message = f"{waiting}: {exc}"
             if message != last:
                 print(message, flush=True)
                 last = message
-        time.sleep(2)
+        time.sleep(interval)
     print(f"gave up after {timeout:.0f} s: {last}", file=sys.stderr)
     return 1
 
