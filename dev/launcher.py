@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     api_url = f"http://{shown_host}:{port}"
-    print(f"workqueue: {'; '.join(notes)}; API on {api_url}, {access}", flush=True)
+    print(f"workqueue: {'; '.join(notes)}; API on {api_url}, {access}; dashboard on {api_url}/dashboard/", flush=True)
     session = data_dir / local_session.PATH.name
     local_session.write(session_values(settings, api_url), session)
     if session == local_session.PATH:

@@ -71,6 +71,17 @@ class Process:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, sig)
 
+    def freeze(self, timeout: float = 10.0) -> None:
+        """SIGSTOP the whole group, and return once every process of it is stopped.
+
+        ``killpg`` returns before the kernel has stopped each thread of a busy
+        process: a test that acts at once may still be answered by it (a
+        publish confirmed by a broker meant to be frozen).
+        """
+        self.signal_group(signal.SIGSTOP)
+        wait_until(lambda: all(_state(member) in ("T", "t", "Z", None) for member in group_members(self.pid)),
+                   timeout, f"process group {self.pid} to stop")  # fmt: skip
+
     def wait(self, timeout: float) -> int:
         try:
             return self.popen.wait(timeout)
@@ -115,6 +126,14 @@ def group_members(pgid: int) -> list[Path]:
                 if os.getpgid(int(entry.name)) == pgid:
                     found.append(entry)
     return found
+
+
+def _state(proc: Path) -> str | None:
+    """The state letter of ``/proc/<pid>`` (T: stopped), or None once it is gone."""
+    try:
+        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def command_lines(pgid: int) -> dict[int, str]:

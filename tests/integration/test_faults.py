@@ -301,7 +301,7 @@ def test_an_unconfirmed_publish_never_loses_its_task(private_rabbitmq, backend_u
                 # Warm: PER_ROUND concurrent publishes leave as many idle connections in the pool.
                 warm = post_concurrently(pool, api.url, [{"task": "counted_add", "args": [0, 0]}] * PER_ROUND)
                 assert all(r.status_code == 202 for r in warm)
-                private_rabbitmq.process.signal_group(signal.SIGSTOP)  # type: ignore[union-attr]
+                private_rabbitmq.process.freeze()  # type: ignore[union-attr]
                 try:
                     frozen = post_concurrently(pool, api.url, bodies, keys)
                 finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -114,7 +113,7 @@ def test_a_request_that_died_while_publishing_does_not_hold_its_key(private_rabb
     api = Api(private_rabbitmq.url, backend_url, **counted).start().wait_ready()
     body = {"task": "counted_add", "args": [4, 5]}
     assert post(api.url, body, None).status_code == 202  # a pooled connection to write on
-    private_rabbitmq.process.signal_group(signal.SIGSTOP)  # type: ignore[union-attr]
+    private_rabbitmq.process.freeze()  # type: ignore[union-attr]
 
     def die_publishing() -> None:
         with contextlib.suppress(requests.RequestException):  # its API is killed under it

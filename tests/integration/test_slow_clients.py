@@ -257,7 +257,7 @@ def test_a_hung_dependency_holds_only_the_requests_that_need_it(private_rabbitmq
         for name, server in (("redis", private_redis), ("rabbitmq", private_rabbitmq)):
             assert timed_request(api.port, "POST", "/tasks")[1] == 202
             assert server.process is not None
-            server.process.signal_group(signal.SIGSTOP)
+            server.process.freeze()
             try:
                 with ThreadPoolExecutor(STALLED_POSTS) as pool:
                     stalled = [pool.submit(timed_request, api.port, "POST", "/tasks") for _ in range(STALLED_POSTS)]

@@ -808,7 +808,7 @@ def test_load_test_job_drives_the_api_service_with_locust_and_keeps_the_report(e
     assert job["spec"]["backoffLimit"] == 0 and pod_spec(job)["restartPolicy"] == "Never"
     # Load starts when the API answers /readyz.
     (wait,) = pod_spec(job)["initContainers"]
-    assert wait["args"][:2] == ["python3", "-c"] and wait["args"][3:] == ["http://workqueue-api:8000/readyz", "600"]
+    assert wait["args"] == ["wait", "--api", "http://workqueue-api:8000", "--timeout", "600"]  # run.sh wait --api
 
 
 def test_load_test_job_is_a_hook_so_upgrades_never_patch_it(everything: list[Doc]) -> None:
