@@ -123,6 +123,7 @@ class MemoryTaskClient:
         self.keys: dict[str, tuple[str, str]] = {}  # idempotency key -> (task id, fingerprint)
         self.revoked: list[str] = []
         self.failures: dict[str, BaseException] = {}
+        self.failing_times: dict[str, int] = {}
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.timelines: dict[str, list[Any]] = {}  # what a watch yields, when told
         self.released = 0  # watches closed (their slot given back)
@@ -135,8 +136,11 @@ class MemoryTaskClient:
 
     # -- telling it what to hold and what to raise ----------------------------
 
-    def fail(self, method: str, exc: BaseException) -> None:
+    def fail(self, method: str, exc: BaseException, times: int | None = None) -> None:
+        """Make ``method`` raise ``exc`` from now on, or only its next ``times`` calls."""
         self.failures[method] = exc
+        if times is not None:
+            self.failing_times[method] = times
 
     def without_redis(self) -> None:
         """As on the embedded file store: no Redis client (``RedisRequired`` where Redis is needed)."""
@@ -156,7 +160,12 @@ class MemoryTaskClient:
     def _call(self, method: str, *args: Any) -> None:
         self.calls.append((method, args))
         if method in self.failures:
-            raise self.failures[method]
+            exc = self.failures[method]
+            if method in self.failing_times:
+                self.failing_times[method] -= 1
+                if not self.failing_times[method]:
+                    del self.failures[method], self.failing_times[method]
+            raise exc
 
     # -- TaskClient's calls -----------------------------------------------------
 
