@@ -7,6 +7,7 @@ what a retry answers when the new task cannot be read back.
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 
@@ -52,7 +53,7 @@ def test_wait_is_handed_to_the_client_in_seconds(client, task_client, wait):
     assert task_client.calls[0] == ("wait", (task_id, float(wait)))
 
 
-@pytest.mark.parametrize("wait", ["-1", "31", "nan", "NaN", "inf", "abc", "", "1,5", "0x10"])
+@pytest.mark.parametrize("wait", ["-1", "31", "nan", "NaN", "inf", "soon", "", "1,5", "0x10"])
 def test_wait_out_of_bounds_is_422(client, task_client, wait):
     task_id = task_client.add()
     message = assert_error(client.get(f"/tasks/{task_id}?wait={wait}"), 422, "invalid_parameter")
@@ -224,6 +225,8 @@ def test_list_parameters_reach_the_client_checked(client, task_client):
         ("state=", "state must be one of"),
         ("task=nope", "unknown task 'nope'; submittable tasks: add"),
         ("task=workqueue.add", "unknown task 'workqueue.add'"),
+        ("task=celery.chord_unlock", "unknown task 'celery.chord_unlock'"),
+        ("state=BOGUS", "state must be one of"),
         ("limit=0", f"limit must be a number from 1 to {MAX_LIMIT} (got '0')"),
         ("limit=501", "limit must be a number from 1 to 500"),
         ("limit=2.5", "limit must be a number from 1 to 500"),
@@ -236,9 +239,32 @@ def test_list_parameters_out_of_bounds_are_422(client, task_client, query, says)
     assert task_client.calls == []
 
 
+def _cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+# Valid base64 JSON of the wrong shape or with numbers no float holds (once a 500).
+CRAFTED_CURSORS = (
+    "[" + "9" * 400 + ', "0b6f1a6e-0a66-4a39-9c49-6b9d0cf8c8e2"]',  # OverflowError in float()
+    '[NaN, "0b6f1a6e-0a66-4a39-9c49-6b9d0cf8c8e2"]',  # Redis refuses a NaN score
+    '[1e400, "0b6f1a6e-0a66-4a39-9c49-6b9d0cf8c8e2"]',
+    '[-1, "0b6f1a6e-0a66-4a39-9c49-6b9d0cf8c8e2"]',
+    '[1, "x"]',
+    '{"a": 1, "b": 2}',
+    "[1, 2, 3]",
+    "null",
+)
+
+
 @pytest.mark.parametrize(
     "cursor",
-    ["not-one", "W10", encode_cursor(1.0, "not-a-uuid"), encode_cursor(-1.0, str(uuid.uuid4())), "x" * 300],
+    [
+        "not-a-cursor",
+        "WzEsMl0",  # valid base64 of [1,2]: not ours
+        *(_cursor(raw) for raw in CRAFTED_CURSORS),
+        encode_cursor(1.0, "not-a-uuid"),
+        "A" * 5000,
+    ],
 )
 def test_a_crafted_cursor_is_400(client, cursor):
     assert assert_error(client.get(f"/tasks?cursor={cursor}"), 400, "invalid_cursor") == (
