@@ -1,10 +1,24 @@
-"""Shared fixtures: private RabbitMQ/Redis, settings, and running services.
+"""The named fixtures every test file uses: servers, settings, apps and clients, running services.
 
 Integration tests talk to a RabbitMQ node and a Redis server that this
 session starts privately (own ports and data directories) from the
 installed server binaries.  Set ``TEST_BROKER_URL`` / ``TEST_RESULT_BACKEND``
 to use already-running servers instead (fault tests still start their own,
 since they stop them).
+
+The names, in the manner of Flask's tutorial:
+
+- ``servers``: the session's RabbitMQ and Redis (``.broker``, ``.backend``;
+  also ``broker_url``, ``backend_url``), shared by every test that does not
+  stop or break them; ``private_rabbitmq``, ``private_redis`` for those that do;
+- ``make_settings(broker, backend, **fields)``: ``Settings`` of an open API;
+- ``app_for(broker, backend, **fields)``: ``create_app`` on those servers;
+  ``task_client_for(broker, backend, **fields)``: a ``TaskClient``; both
+  close every client they made after the test;
+- ``app``, ``client``: the open API on the session's servers, and its test
+  client (``tests/unit/conftest.py`` gives the same names to the API over an
+  in-memory stand-in, for tests that need no server);
+- ``stack``, ``api_url``: ``run.sh api`` and ``run.sh worker`` running.
 """
 
 from __future__ import annotations
@@ -14,12 +28,17 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
+from api.app import create_app
 from testing import certs, faults, servers
 from testing.certs import Certificates
 from testing.processes import Api, Worker
+from workqueue.client import TaskClient
 from workqueue.settings import Settings
 
 servers.reap_leftovers()
@@ -65,6 +84,17 @@ def backend_url() -> Iterator[str]:
         yield server.url
 
 
+class Servers(NamedTuple):
+    broker: str
+    backend: str
+
+
+@pytest.fixture(scope="session", name="servers")
+def session_servers(broker_url: str, backend_url: str) -> Servers:
+    """The session's RabbitMQ and Redis URLs; ``app_for(*servers)`` builds an API on them."""
+    return Servers(broker_url, backend_url)
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings for in-process clients; keyword arguments override fields.
@@ -84,6 +114,50 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return Settings(**fields).validated()  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture
+def app_for(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Flask]]:
+    """``create_app`` (testing mode) on ``broker`` and ``backend``; keyword arguments override settings.
+
+    Every app's ``TaskClient`` is closed after the test (closing one earlier,
+    before its server goes away, is harmless: a second close does nothing).
+    """
+    made: list[Flask] = []
+
+    def make(broker: str, backend: str, **overrides: Any) -> Flask:
+        made.append(create_app(make_settings(broker, backend, **overrides), TESTING=True))
+        return made[-1]
+
+    yield make
+    for app in made:
+        app.extensions["workqueue"].close()
+
+
+@pytest.fixture
+def task_client_for(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TaskClient]]:
+    """A ``TaskClient`` (the API's own way in) for ``broker`` and ``backend``, closed after the test."""
+    made: list[TaskClient] = []
+
+    def make(broker: str, backend: str, **overrides: Any) -> TaskClient:
+        made.append(TaskClient(make_settings(broker, backend, **overrides)))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def app(servers: Servers, app_for: Callable[..., Flask]) -> Flask:
+    """The open API (``API_AUTH=off``) on the session's servers, in this process."""
+    return app_for(servers.broker, servers.backend)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """The app's test client (Flask's name for it)."""
+    return app.test_client()
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,16 @@
-"""The dashboard's access rules, bulk actions and the data behind its pages, against real servers.
+"""The dashboard's access rules that keep state in Redis, bulk actions and the data behind its pages, for real.
 
 In-process (create_app's test client) for access and the bulk endpoints,
 with real ``run.sh worker`` processes where a worker is part of the
 behaviour: tasks sent to Celery directly, heartbeat keys, the per-minute
-counters.  What a person sees in a browser is tests/integration/test_dashboard_browser.py.
+counters.  The access decisions alone (the gate, the cookie, expired and
+foreign sessions, CSRF) are tests/unit/test_dashboard_access.py; what a
+person sees in a browser is tests/integration/test_dashboard_browser.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 import uuid
 from typing import Any
@@ -18,11 +19,11 @@ import pytest
 import requests
 from celery import states
 
-from api.app import create_app
 from api.auth import fingerprint
 from api.dashboard import session as access
 from testing.processes import Worker, wait_for_state
 from testing.servers import wait_until
+from tests.answers import csrf_of, sign_in
 from workqueue import throughput, workers
 from workqueue.celery_app import create_celery
 from workqueue.client import TaskClient
@@ -34,102 +35,9 @@ BEARER = {"Authorization": f"Bearer {FULL}"}
 
 
 @pytest.fixture
-def app(broker_url, backend_url, make_settings):
-    app = create_app(
-        make_settings(broker_url, backend_url, api_auth="required", api_tokens=(FULL,), api_read_tokens=(READ,)),
-        TESTING=True,
-    )
-    yield app
-    app.extensions["workqueue"].close()
-
-
-def csrf_of(page: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', page)[1]
-
-
-def sign_in(client: Any, token: str) -> str:
-    """Sign ``client`` in through the form; this session's CSRF token."""
-    form = client.get("/dashboard/login").get_data(as_text=True)
-    answer = client.post("/dashboard/login", data={"token": token, "csrf_token": csrf_of(form)})
-    assert answer.status_code == 302 and answer.headers["Location"].endswith("/dashboard/")
-    return csrf_of(client.get("/dashboard/").get_data(as_text=True))
-
-
-def dashboard_rules(app) -> list[str]:
-    rules = [r for r in app.url_map.iter_rules() if r.rule.startswith("/dashboard")]
-    assert len(rules) > 10  # every page, action, stream and the static files
-    return [r.rule for r in rules if "GET" in r.methods] + [r.rule for r in rules if "POST" in r.methods]
-
-
-def concrete(rule: str) -> str:
-    return rule.replace("<task_id>", str(uuid.uuid4())).replace("<path:filename>", "dashboard.js")
-
-
-def test_nothing_of_the_dashboard_is_reachable_without_a_token(app):
-    client = app.test_client()
-    for rule in dashboard_rules(app):
-        path = concrete(rule)
-        for method in ("GET", "POST"):
-            with client.open(path, method=method) as answer:
-                answer.get_data()
-            if rule == "/dashboard/login":
-                assert answer.status_code in (200, 403), (method, path)  # the form; a POST without CSRF is refused
-                continue
-            assert answer.status_code in (302, 401, 403, 405), (method, path, answer.status_code)
-            if answer.status_code == 302:
-                assert answer.headers["Location"].startswith("/dashboard/login?next=")
-            assert "sha256:" not in answer.get_data(as_text=True)
-    # The JSON API takes bearer tokens only: a dashboard cookie opens nothing there.
-    signed = app.test_client()
-    sign_in(signed, FULL)
-    assert signed.get("/tasks").status_code == 401
-
-
-def test_the_session_cookie_is_httponly_samesite_strict_scoped_and_expires(app):
-    client = app.test_client()
-    form = client.get("/dashboard/login").get_data(as_text=True)
-    answer = client.post("/dashboard/login", data={"token": FULL, "csrf_token": csrf_of(form)})
-    cookie = answer.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/dashboard" in cookie
-    assert "Expires=" in cookie and "Secure" not in cookie  # plain HTTP here
-    assert FULL not in cookie
-    secure = app.test_client()
-    form = secure.get("/dashboard/login", headers={"X-Forwarded-Proto": "https"}).get_data(as_text=True)
-    answer = secure.post(
-        "/dashboard/login", data={"token": FULL, "csrf_token": csrf_of(form)}, headers={"X-Forwarded-Proto": "https"}
-    )
-    assert "Secure" in answer.headers["Set-Cookie"]
-    # A wrong token signs nobody in.
-    wrong = app.test_client()
-    form = wrong.get("/dashboard/login").get_data(as_text=True)
-    assert wrong.post("/dashboard/login", data={"token": "x" * 20, "csrf_token": csrf_of(form)}).status_code == 401
-    assert wrong.get("/dashboard/").status_code == 302
-
-
-def test_an_expired_or_foreign_session_is_refused(app, broker_url, backend_url, make_settings):
-    client = app.test_client()
-    sign_in(client, FULL)
-    assert client.get("/dashboard/queues").status_code == 200
-    serializer = app.session_interface.get_signing_serializer(app)
-    lifetime = app.permanent_session_lifetime.total_seconds()
-    old = {"scope": "full", "who": fingerprint(FULL), "at": time.time() - lifetime - 1, "sid": "s", "csrf": "c"}
-    stale = app.test_client()
-    stale.set_cookie(access.COOKIE, serializer.dumps(old), path="/dashboard")
-    assert stale.get("/dashboard/queues").status_code == 302  # past DASHBOARD_SESSION_SECONDS
-    fresh = {**old, "at": time.time()}
-    stale.set_cookie(access.COOKIE, serializer.dumps(fresh), path="/dashboard")
-    assert stale.get("/dashboard/queues").status_code == 200  # the same cookie, in time: the check can pass
-    # Another set of tokens (a rotation) derives another key: every session ends.
-    rotated = create_app(
-        make_settings(broker_url, backend_url, api_auth="required", api_tokens=(FULL, "another-token-" + "9" * 8)),
-        TESTING=True,
-    )
-    try:
-        other = rotated.test_client()
-        other.set_cookie(access.COOKIE, serializer.dumps(fresh), path="/dashboard")
-        assert other.get("/dashboard/queues").status_code == 302
-    finally:
-        rotated.extensions["workqueue"].close()
+def app(servers, app_for):
+    """The API with auth on: a full and a read-only token."""
+    return app_for(*servers, api_auth="required", api_tokens=(FULL,), api_read_tokens=(READ,))
 
 
 def test_state_changing_requests_need_the_csrf_token_and_the_same_origin(app):
@@ -169,28 +77,20 @@ def test_a_read_only_session_sees_no_action_and_is_refused_server_side(app):
     assert copy.get("/dashboard/").status_code == 302
 
 
-def test_an_open_api_opens_the_dashboard_with_csrf_still_required(broker_url, backend_url, make_settings):
-    app = create_app(make_settings(broker_url, backend_url), TESTING=True)
-    try:
-        client = app.test_client()
-        page = client.get("/dashboard/")
-        assert page.status_code == 200 and "anonymous" in page.get_data(as_text=True)
-        task_id = app.extensions["workqueue"].submit("sleep", {"seconds": 20})
-        assert client.post(f"/dashboard/tasks/{task_id}/revoke").status_code == 403
-        second = create_app(make_settings(broker_url, backend_url), TESTING=True)  # another process: the same key
-        try:
-            assert second.secret_key is None
-            other = second.test_client()
-            other.set_cookie(
-                access.COOKIE, client.get_cookie(access.COOKIE, path="/dashboard").value, path="/dashboard"
-            )
-            token = csrf_of(other.get(f"/dashboard/tasks/{task_id}").get_data(as_text=True))
-            assert token == csrf_of(client.get(f"/dashboard/tasks/{task_id}").get_data(as_text=True))
-            assert other.post(f"/dashboard/tasks/{task_id}/revoke", data={"csrf_token": token}).status_code == 302
-        finally:
-            second.extensions["workqueue"].close()
-    finally:
-        app.extensions["workqueue"].close()
+def test_an_open_api_opens_the_dashboard_with_csrf_still_required(servers, app_for):
+    app = app_for(*servers)
+    client = app.test_client()
+    page = client.get("/dashboard/")
+    assert page.status_code == 200 and "anonymous" in page.get_data(as_text=True)
+    task_id = app.extensions["workqueue"].submit("sleep", {"seconds": 20})
+    assert client.post(f"/dashboard/tasks/{task_id}/revoke").status_code == 403
+    second = app_for(*servers)  # another process: the same key
+    assert second.secret_key is None
+    other = second.test_client()
+    other.set_cookie(access.COOKIE, client.get_cookie(access.COOKIE, path="/dashboard").value, path="/dashboard")
+    token = csrf_of(other.get(f"/dashboard/tasks/{task_id}").get_data(as_text=True))
+    assert token == csrf_of(client.get(f"/dashboard/tasks/{task_id}").get_data(as_text=True))
+    assert other.post(f"/dashboard/tasks/{task_id}/revoke", data={"csrf_token": token}).status_code == 302
 
 
 def test_pages_render_with_tasks_of_every_state(app):
@@ -218,7 +118,7 @@ def test_pages_render_with_tasks_of_every_state(app):
     task_client.revoke(queued)
 
 
-def test_bulk_retry_is_bounded_idempotent_and_recorded(app, broker_url, backend_url, make_settings):
+def test_bulk_retry_is_bounded_idempotent_and_recorded(app, broker_url, backend_url):
     """Failed tasks (flaky with more failures than retries: about 7 s), retried in pages of two."""
     since = dt.datetime.now(dt.UTC).isoformat()
     worker = Worker(broker_url, backend_url, name="bulk").start()
@@ -268,39 +168,31 @@ def test_bulk_retry_is_bounded_idempotent_and_recorded(app, broker_url, backend_
         assert client.post("/tasks/bulk/retry", json=bad, headers=BEARER).status_code == status, bad
 
 
-def test_bulk_revoke_reaches_queued_tasks_and_workers_started_later(broker_url, backend_url, make_settings):
+def test_bulk_revoke_reaches_queued_tasks_and_workers_started_later(servers, app_for):
     """Tasks queued where no worker consumes; revoked in two calls; a worker started afterwards drops them."""
     queue = f"dash-{uuid.uuid4().hex[:8]}"
-    settings = make_settings(broker_url, backend_url, task_routes=(f"sleep={queue}",))
-    app = create_app(settings, TESTING=True)
-    client = app.test_client()
+    client = app_for(*servers, task_routes=(f"sleep={queue}",)).test_client()
+    ids = [client.post("/tasks", json={"task": "sleep", "args": [1]}).get_json()["id"] for _ in range(3)]
+    first = client.post("/tasks/bulk/revoke", json={"task": "sleep", "limit": 2}).get_json()
+    assert first["acted"] == 2 and first["next_cursor"] and first["who"] == "anonymous (API_AUTH=off)"
+    rest = client.post("/tasks/bulk/revoke", json={"task": "sleep", "cursor": first["next_cursor"]}).get_json()
+    revoked = {t["id"] for t in first["tasks"] + rest["tasks"]}
+    assert set(ids) <= revoked
+    again = client.post("/tasks/bulk/revoke", json={"task": "sleep"}).get_json()
+    assert not set(ids) & {t["id"] for t in again["tasks"]}  # idempotent: revoked ones are skipped
+    worker = Worker(*servers, name="late", WORKER_QUEUES=queue, TASK_ROUTES=f"sleep={queue}")
     try:
-        ids = [client.post("/tasks", json={"task": "sleep", "args": [1]}).get_json()["id"] for _ in range(3)]
-        first = client.post("/tasks/bulk/revoke", json={"task": "sleep", "limit": 2}).get_json()
-        assert first["acted"] == 2 and first["next_cursor"] and first["who"] == "anonymous (API_AUTH=off)"
-        rest = client.post("/tasks/bulk/revoke", json={"task": "sleep", "cursor": first["next_cursor"]}).get_json()
-        revoked = {t["id"] for t in first["tasks"] + rest["tasks"]}
-        assert set(ids) <= revoked
-        again = client.post("/tasks/bulk/revoke", json={"task": "sleep"}).get_json()
-        assert not set(ids) & {t["id"] for t in again["tasks"]}  # idempotent: revoked ones are skipped
-        worker = Worker(broker_url, backend_url, name="late", WORKER_QUEUES=queue, TASK_ROUTES=f"sleep={queue}")
-        try:
-            worker.start().wait_ready()
-            for task_id in ids:
-                wait_until(
-                    lambda t=task_id: client.get(f"/tasks/{t}").get_json()["state"] == states.REVOKED, 30, task_id
-                )
-        finally:
-            worker.stop()
+        worker.start().wait_ready()
+        for task_id in ids:
+            wait_until(lambda t=task_id: client.get(f"/tasks/{t}").get_json()["state"] == states.REVOKED, 30, task_id)
     finally:
-        app.extensions["workqueue"].close()
+        worker.stop()
 
 
-def test_tasks_sent_to_celery_directly_are_listed_and_can_be_retried(broker_url, backend_url, make_settings):
-    settings = make_settings(broker_url, backend_url)
-    app = create_app(settings, TESTING=True)
+def test_tasks_sent_to_celery_directly_are_listed_and_can_be_retried(broker_url, backend_url, app_for):
+    app = app_for(broker_url, backend_url)
     client = app.test_client()
-    producer = create_celery(settings, role="client")
+    producer = create_celery(app.extensions["workqueue"].settings, role="client")
     worker = Worker(broker_url, backend_url, name="direct").start()
     try:
         worker.wait_ready()
@@ -328,7 +220,6 @@ def test_tasks_sent_to_celery_directly_are_listed_and_can_be_retried(broker_url,
     finally:
         worker.stop()
         producer.close()
-        app.extensions["workqueue"].close()
 
 
 def wait_for_state_in(client: Any, task_id: str, wanted: set[str], timeout: float = 30) -> dict:
@@ -343,8 +234,8 @@ def wait_for_state_in(client: Any, task_id: str, wanted: set[str], timeout: floa
     return seen
 
 
-def test_workers_are_listed_while_alive_and_gone_at_once_after_a_clean_stop(broker_url, backend_url, make_settings):
-    client = TaskClient(make_settings(broker_url, backend_url))
+def test_workers_are_listed_while_alive_and_gone_at_once_after_a_clean_stop(broker_url, backend_url, task_client_for):
+    client = task_client_for(broker_url, backend_url)
     presence = workers.Presence(client.celery.backend)
     worker = Worker(
         broker_url, backend_url, name="present", WORKER_PRESENCE_INTERVAL="0.5", WORKER_QUEUES="celery,extra"
@@ -363,35 +254,21 @@ def test_workers_are_listed_while_alive_and_gone_at_once_after_a_clean_stop(brok
         assert worker.nodename not in {w["hostname"] for w in presence.live()}  # deleted on the way out
     finally:
         worker.stop()
-        client.close()
 
 
-def test_the_rolling_counters_count_outcomes_and_queue_waits(stack, broker_url, backend_url, make_settings):
+def test_the_rolling_counters_count_outcomes_and_queue_waits(stack, servers, task_client_for):
     api, _ = stack
-    client = TaskClient(make_settings(broker_url, backend_url))
-    try:
-        reader = throughput.Throughput(client.celery.backend, client.celery.backend.key_t("workqueue-index"))
-        before, waits_before = reader.read(minutes=2)
-        ids = [
-            requests.post(f"{api.url}/tasks", json={"task": "add", "args": [i, i]}, timeout=5).json()["id"]
-            for i in range(5)
-        ]
-        for task_id in ids:
-            wait_for_state(api.url, task_id, {states.SUCCESS})
-        after, waits_after = reader.read(minutes=2)
-        assert sum(m.succeeded for m in after) - sum(m.succeeded for m in before[1:]) >= 5
-        assert sum(m.submitted for m in after) - sum(m.submitted for m in before[1:]) >= 5
-        counted = waits_after["celery"]["count"] - waits_before.get("celery", {"count": 0})["count"]
-        assert counted >= 5 and 0 <= waits_after["celery"]["p50"] <= waits_after["celery"]["p95"]
-    finally:
-        client.close()
-
-
-def test_quantiles_from_buckets():
-    counts = [0] * (len(throughput.WAIT_BOUNDS) + 1)
-    assert throughput.quantile(0.5, counts) is None
-    counts[throughput.WAIT_BOUNDS.index(0.1)] = 10  # ten waits in (0.05, 0.1]
-    assert throughput.quantile(0.5, counts) == pytest.approx(0.075)
-    counts[-1] = 90  # ninety beyond the last bound
-    assert throughput.quantile(0.95, counts) == throughput.WAIT_BOUNDS[-1]
-    assert throughput.wait_field("celery", 0.07) == f"wait:celery:{throughput.WAIT_BOUNDS.index(0.1)}"
+    client = task_client_for(*servers)
+    reader = throughput.Throughput(client.celery.backend, client.celery.backend.key_t("workqueue-index"))
+    before, waits_before = reader.read(minutes=2)
+    ids = [
+        requests.post(f"{api.url}/tasks", json={"task": "add", "args": [i, i]}, timeout=5).json()["id"]
+        for i in range(5)
+    ]
+    for task_id in ids:
+        wait_for_state(api.url, task_id, {states.SUCCESS})
+    after, waits_after = reader.read(minutes=2)
+    assert sum(m.succeeded for m in after) - sum(m.succeeded for m in before[1:]) >= 5
+    assert sum(m.submitted for m in after) - sum(m.submitted for m in before[1:]) >= 5
+    counted = waits_after["celery"]["count"] - waits_before.get("celery", {"count": 0})["count"]
+    assert counted >= 5 and 0 <= waits_after["celery"]["p50"] <= waits_after["celery"]["p95"]

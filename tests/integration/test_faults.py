@@ -24,9 +24,8 @@ import requests
 from celery import states
 from kombu import Connection
 
-from api.app import create_app
 from testing import servers
-from testing.faults import Figures, make_client, report, unfinished
+from testing.faults import Figures, report, unfinished
 from testing.processes import Api, Worker
 from testing.servers import wait_until
 from testing.tally import Tally
@@ -40,10 +39,9 @@ COUNTED = fault_tasks.definitions()
 
 
 @pytest.fixture
-def client(private_rabbitmq, backend_url, tmp_path):
-    client = make_client(private_rabbitmq.url, backend_url, tmp_path)
-    yield client
-    client.close()
+def task_client(private_rabbitmq, backend_url, task_client_for):
+    """The API's own way in (TaskClient), on the test's own RabbitMQ."""
+    return task_client_for(private_rabbitmq.url, backend_url)
 
 
 @pytest.fixture
@@ -62,29 +60,31 @@ def pool_children(pid: int) -> list[int]:
         return []
 
 
-def test_the_figures_count_a_duplicate_a_redelivery_and_lost_tasks(private_rabbitmq, backend_url, client, tally_file):
+def test_the_figures_count_a_duplicate_a_redelivery_and_lost_tasks(
+    private_rabbitmq, backend_url, task_client, tally_file
+):
     """Negative controls: each figure becomes non-zero when its fault is provoked on purpose."""
     worker = counted_worker(private_rabbitmq.url, backend_url, tally_file, "control").start().wait_ready()
     try:
         # A body that finishes and then dies before its result is stored: RabbitMQ
         # redelivers it and it runs to its end again.
-        twice = client.submit(COUNTED["done_then_crash"], {})
-        once = [client.submit(COUNTED["counted_add"], {"x": i, "y": 1}) for i in range(5)]
-        wait_until(lambda: not unfinished(client, [twice, *once]), 60, "the control tasks")
-        control = Figures("control-duplicate").measure(client, [twice, *once], tally_file)
+        twice = task_client.submit(COUNTED["done_then_crash"], {})
+        once = [task_client.submit(COUNTED["counted_add"], {"x": i, "y": 1}) for i in range(5)]
+        wait_until(lambda: not unfinished(task_client, [twice, *once]), 60, "the control tasks")
+        control = Figures("control-duplicate").measure(task_client, [twice, *once], tally_file)
         assert (control.duplicated, control.redelivered, control.completed, control.lost) == (1, 1, 6, 0)
     finally:
         worker.stop()
 
     # Tasks whose messages are gone (purged) are lost: the figure says so.
-    gone = [client.submit(COUNTED["counted_add"], {"x": i, "y": 2}) for i in range(3)]
+    gone = [task_client.submit(COUNTED["counted_add"], {"x": i, "y": 2}) for i in range(3)]
     with Connection(private_rabbitmq.url) as connection:
         assert connection.default_channel.queue_purge(DEFAULT_QUEUE) == 3
-    sentinel = client.submit(COUNTED["counted_add"], {"x": 0, "y": 0})
+    sentinel = task_client.submit(COUNTED["counted_add"], {"x": 0, "y": 0})
     worker = counted_worker(private_rabbitmq.url, backend_url, tally_file, "control-lost").start().wait_ready()
     try:
-        wait_until(lambda: not unfinished(client, [sentinel]), 60, "the task after the purge")  # queue order
-        lost = Figures("control-lost").measure(client, gone, tally_file)
+        wait_until(lambda: not unfinished(task_client, [sentinel]), 60, "the task after the purge")  # queue order
+        lost = Figures("control-lost").measure(task_client, gone, tally_file)
         assert (lost.lost, lost.completed) == (3, 0)
     finally:
         worker.stop()
@@ -94,12 +94,12 @@ def test_the_figures_count_a_duplicate_a_redelivery_and_lost_tasks(private_rabbi
     )
 
 
-def test_worker_killed_mid_task_loses_nothing(private_rabbitmq, backend_url, client, tally_file):
+def test_worker_killed_mid_task_loses_nothing(private_rabbitmq, backend_url, task_client, tally_file):
     rng = random.Random(20261122)
     ids = [
-        client.submit(COUNTED["counted_sleep"], {"seconds": round(rng.uniform(0.1, 0.5), 2)})
+        task_client.submit(COUNTED["counted_sleep"], {"seconds": round(rng.uniform(0.1, 0.5), 2)})
         if i % 5 < 2
-        else client.submit(COUNTED["counted_add"], {"x": i, "y": 1})
+        else task_client.submit(COUNTED["counted_add"], {"x": i, "y": 1})
         for i in range(500)
     ]
     extra = {"WORKER_CONCURRENCY": "4", "TASK_MAX_DELIVERIES": "50"}
@@ -129,8 +129,10 @@ def test_worker_killed_mid_task_loses_nothing(private_rabbitmq, backend_url, cli
             workers.append(start())
     assert performed.count("main") == 2 and performed.count("child") >= 2, performed
     killed_at = time.monotonic()
-    wait_until(lambda: not unfinished(client, ids), 240, "every task to finish after the kills", interval=0.5)
-    figures = Figures("worker-kill", recovery_seconds=time.monotonic() - killed_at).measure(client, ids, tally_file)
+    wait_until(lambda: not unfinished(task_client, ids), 240, "every task to finish after the kills", interval=0.5)
+    figures = Figures("worker-kill", recovery_seconds=time.monotonic() - killed_at).measure(
+        task_client, ids, tally_file
+    )
     figures.extra = {"kills": ",".join(performed), "worker_incarnations": len(workers)}
     figures.report()
     for worker in workers:
@@ -141,24 +143,24 @@ def test_worker_killed_mid_task_loses_nothing(private_rabbitmq, backend_url, cli
     assert figures.redelivered >= 1
 
 
-def test_broker_restart_on_the_same_data_loses_no_queued_task(private_rabbitmq, backend_url, client, tally_file):
+def test_broker_restart_on_the_same_data_loses_no_queued_task(private_rabbitmq, backend_url, task_client, tally_file):
     started = time.monotonic()
-    ids = [client.submit(COUNTED["counted_add"], {"x": i, "y": i}) for i in range(10_000)]
+    ids = [task_client.submit(COUNTED["counted_add"], {"x": i, "y": i}) for i in range(10_000)]
     submit_rate = len(ids) / (time.monotonic() - started)
-    assert client.queue_depth() == 10_000
+    assert task_client.queue_depth() == 10_000
 
     private_rabbitmq.stop()  # the broker pod goes away; its PVC stays
     restart_at = time.monotonic()
     private_rabbitmq.start()
     restart_seconds = time.monotonic() - restart_at
-    assert client.queue_depth() == 10_000, "durable queue, persistent messages"
+    assert task_client.queue_depth() == 10_000, "durable queue, persistent messages"
 
     worker = counted_worker(private_rabbitmq.url, backend_url, tally_file, "drainer").start().wait_ready()
     drain_at = time.monotonic()
-    wait_until(lambda: not unfinished(client, ids), 300, "the 10,000 tasks to drain", interval=1.0)
+    wait_until(lambda: not unfinished(task_client, ids), 300, "the 10,000 tasks to drain", interval=1.0)
     drain_rate = len(ids) / (time.monotonic() - drain_at)
     worker.stop()
-    figures = Figures("broker-restart-queued", recovery_seconds=restart_seconds).measure(client, ids, tally_file)
+    figures = Figures("broker-restart-queued", recovery_seconds=restart_seconds).measure(task_client, ids, tally_file)
     figures.extra = {"submit_rate_per_s": round(submit_rate), "drain_rate_per_s": round(drain_rate)}
     figures.report()
     assert figures.lost == 0 and figures.completed == len(ids)
@@ -191,7 +193,9 @@ def recover(
     raise TimeoutError(f"no 200/202 within {within} s for key {key}")
 
 
-def test_worker_and_api_reconnect_by_themselves_across_a_broker_restart(private_rabbitmq, backend_url, tally_file):
+def test_worker_and_api_reconnect_by_themselves_across_a_broker_restart(
+    private_rabbitmq, backend_url, tally_file, task_client_for
+):
     worker = counted_worker(private_rabbitmq.url, backend_url, tally_file, "survivor").start().wait_ready()
     api = Api(private_rabbitmq.url, backend_url, **fault_tasks.service_env(tally_file)).start().wait_ready()
     pids = (worker.process.pid, api.process.pid)  # type: ignore[union-attr]
@@ -242,12 +246,9 @@ def test_worker_and_api_reconnect_by_themselves_across_a_broker_restart(private_
         poster.join(120)
     assert not failures, failures
     wait_until(lambda: not unfinished_via(api.url, accepted), 120, "every accepted task to finish", interval=0.5)
-    checker = make_client(private_rabbitmq.url, backend_url, tally_file.parent)
-    try:
-        figures = Figures("broker-restart-live", recovery_seconds=first_accept_after_restart[0])
-        figures.measure(checker, accepted, tally_file)
-    finally:
-        checker.close()
+    checker = task_client_for(private_rabbitmq.url, backend_url)
+    figures = Figures("broker-restart-live", recovery_seconds=first_accept_after_restart[0])
+    figures.measure(checker, accepted, tally_file)
     figures.extra = {"refused_503": len(refused), "unconfirmed_504": len(unconfirmed)}
     figures.report()
     assert refused, "the outage was seen as 503s"
@@ -274,7 +275,7 @@ ROUNDS = 6  # half with the broker killed (the unconfirmed messages die with it)
 PER_ROUND = 8
 
 
-def test_an_unconfirmed_publish_never_loses_its_task(private_rabbitmq, backend_url, tally_file):
+def test_an_unconfirmed_publish_never_loses_its_task(private_rabbitmq, backend_url, tally_file, task_client_for):
     """The broker freezes while messages are written, then is killed or resumed; every 504 is followed up.
 
     SIGSTOP lets the API write each message into the socket and wait for a
@@ -319,11 +320,8 @@ def test_an_unconfirmed_publish_never_loses_its_task(private_rabbitmq, backend_u
                         outcomes[response.json()["error"]["task_id"]] = answers[-1]
         ids = list(outcomes)
         wait_until(lambda: not unfinished_via(api.url, ids), 120, "every 504'd task to finish", interval=0.5)
-        checker = make_client(private_rabbitmq.url, backend_url, tally_file.parent)
-        try:
-            figures = Figures("unconfirmed-publish").measure(checker, ids, tally_file)
-        finally:
-            checker.close()
+        checker = task_client_for(private_rabbitmq.url, backend_url)
+        figures = Figures("unconfirmed-publish").measure(checker, ids, tally_file)
     finally:
         api.stop()
         worker.stop()
@@ -344,28 +342,24 @@ def test_an_unconfirmed_publish_never_loses_its_task(private_rabbitmq, backend_u
 
 
 def test_poison_message_is_failed_after_capped_deliveries(
-    private_rabbitmq, backend_url, client, make_settings, tally_file
+    private_rabbitmq, backend_url, task_client, app_for, tally_file
 ):
     worker = counted_worker(private_rabbitmq.url, backend_url, tally_file, "poisoned", TASK_MAX_DELIVERIES="3")
     worker.start().wait_ready()
-    poison = client.submit(COUNTED["crash"], {})
-    others = [client.submit(COUNTED["counted_add"], {"x": i, "y": i}) for i in range(30)]
-    api = create_app(make_settings(private_rabbitmq.url, backend_url), TESTING=True)
-    try:
-        http = api.test_client()
+    poison = task_client.submit(COUNTED["crash"], {})
+    others = [task_client.submit(COUNTED["counted_add"], {"x": i, "y": i}) for i in range(30)]
+    http = app_for(private_rabbitmq.url, backend_url).test_client()
 
-        def poison_settled() -> bool:
-            return http.get(f"/tasks/{poison}").get_json()["state"] in states.READY_STATES
+    def poison_settled() -> bool:
+        return http.get(f"/tasks/{poison}").get_json()["state"] in states.READY_STATES
 
-        wait_until(poison_settled, 120, "the poison message to reach a terminal state", interval=0.5)
-        view = http.get(f"/tasks/{poison}").get_json()
-        assert view["state"] == states.FAILURE
-        assert view["error"]["type"] == "DeliveryLimitExceeded"
-        assert "delivered 4 times (limit 3)" in view["error"]["message"]
-        wait_until(lambda: not unfinished(client, others), 60, "the other tasks")
-    finally:
-        api.extensions["workqueue"].close()
-    figures = Figures("poison-message").measure(client, [poison, *others], tally_file)
+    wait_until(poison_settled, 120, "the poison message to reach a terminal state", interval=0.5)
+    view = http.get(f"/tasks/{poison}").get_json()
+    assert view["state"] == states.FAILURE
+    assert view["error"]["type"] == "DeliveryLimitExceeded"
+    assert "delivered 4 times (limit 3)" in view["error"]["message"]
+    wait_until(lambda: not unfinished(task_client, others), 60, "the other tasks")
+    figures = Figures("poison-message").measure(task_client, [poison, *others], tally_file)
     figures.report()
     assert figures.completed == len(others) and figures.failed == 1 and figures.lost == 0
     assert Tally.read(tally_file).deliveries[poison] == 4, "three deliveries ran it, the fourth failed it"
@@ -373,7 +367,7 @@ def test_poison_message_is_failed_after_capped_deliveries(
     worker.stop()
 
 
-def test_time_limits_stay_below_the_brokers_consumer_timeout(backend_url, tmp_path):
+def test_time_limits_stay_below_the_brokers_consumer_timeout(backend_url, task_client_for):
     defaults = Settings.from_env({})
     assert defaults.task_time_limit * 1000 < 1_800_000, "below RabbitMQ's default consumer_timeout (30 min)"
 
@@ -382,26 +376,26 @@ def test_time_limits_stay_below_the_brokers_consumer_timeout(backend_url, tmp_pa
     # broker never has to cancel the consumer.
     node = servers.RabbitMQ(consumer_timeout_ms=8000)
     node.start()
-    client = make_client(node.url, backend_url, tmp_path)
+    task_client = task_client_for(node.url, backend_url)
     worker = Worker(node.url, backend_url, name="timed", TASK_SOFT_TIME_LIMIT="2", TASK_TIME_LIMIT="4").start()
     try:
         worker.wait_ready()
         configured = node.ctl("eval", "application:get_env(rabbit, consumer_timeout).").strip()
         assert configured == "{ok,8000}"
-        runaway = client.submit("sleep", {"seconds": 60})
-        wait_until(lambda: not unfinished(client, [runaway]), 30, "the runaway task to be stopped")
-        meta = client.describe(runaway)
+        runaway = task_client.submit("sleep", {"seconds": 60})
+        wait_until(lambda: not unfinished(task_client, [runaway]), 30, "the runaway task to be stopped")
+        meta = task_client.describe(runaway)
         assert meta["state"] == states.FAILURE
         assert meta["error"]["type"] in {"SoftTimeLimitExceeded", "TimeLimitExceeded"}
         time.sleep(9)  # past the consumer_timeout: had the delivery stayed unacked, the broker would have acted
-        after = client.submit("add", {"x": 1, "y": 1})
-        wait_until(lambda: not unfinished(client, [after]), 30, "a task after the timeout window")
-        assert client.describe(after)["state"] == states.SUCCESS
+        after = task_client.submit("add", {"x": 1, "y": 1})
+        wait_until(lambda: not unfinished(task_client, [after]), 30, "a task after the timeout window")
+        assert task_client.describe(after)["state"] == states.SUCCESS
         log = worker.log()
         assert "PRECONDITION_FAILED" not in log and "consumer_timeout" not in log
         assert log.count("Connected to amqp://") == 1, "the worker never lost its connection"
         report(f"[fault figures] consumer-timeout: runaway={meta['error']['type']} consumer_timeout=8s limit=2s/4s")
     finally:
         worker.stop()
-        client.close()
+        task_client.close()  # before its broker goes
         node.destroy()

@@ -13,7 +13,6 @@ import time
 import pytest
 from kombu import Connection
 
-from api.app import create_app
 from testing.faults import report
 from testing.servers import wait_until
 from workqueue.celery_app import DEFAULT_QUEUE
@@ -35,8 +34,8 @@ def queued_ids(broker_url: str) -> list[str]:
     return ids
 
 
-def test_a_broker_alarm_is_answered_at_once_reported_and_recovered(private_rabbitmq, backend_url, make_settings):
-    app = create_app(make_settings(private_rabbitmq.url, backend_url), TESTING=True)
+def test_a_broker_alarm_is_answered_at_once_reported_and_recovered(private_rabbitmq, backend_url, app_for):
+    app = app_for(private_rabbitmq.url, backend_url)
     http = app.test_client()
     try:
         accepted = [http.post("/tasks", json={"task": "add", "args": [1, 1]}).get_json()["id"]]

@@ -38,7 +38,8 @@ CALLERS = {
 }
 
 
-def app_for(node_url: str, backend_url: str, runtime: str, secured: bool = False):
+def fuzzed_app(node_url: str, backend_url: str, runtime: str, secured: bool = False):
+    """The app a module's fuzzing shares (module-scoped: the function-scoped app_for cannot serve it)."""
     access = (
         {"api_auth": "required", "api_tokens": (FULL_TOKEN,), "api_read_tokens": (READ_TOKEN,)}
         if secured
@@ -57,7 +58,7 @@ def fuzz_broker():
 @pytest.fixture(scope="module")
 def api_schema(fuzz_broker, backend_url, tmp_path_factory):
     """The API open to anyone (API_AUTH=off, as ./dev.sh up runs it without a token)."""
-    app = app_for(fuzz_broker, backend_url, str(tmp_path_factory.mktemp("fuzz")))
+    app = fuzzed_app(fuzz_broker, backend_url, str(tmp_path_factory.mktemp("fuzz")))
     yield schemathesis.openapi.from_wsgi("/openapi.json", app)
     app.extensions["workqueue"].close()
     by_class = " ".join(f"{k}={v}" for k, v in sorted(STATUS_CLASSES.items()))
@@ -67,7 +68,7 @@ def api_schema(fuzz_broker, backend_url, tmp_path_factory):
 @pytest.fixture(scope="module")
 def secured_schema(fuzz_broker, backend_url, tmp_path_factory):
     """The API as deployed: auth on, a full and a read-only token."""
-    app = app_for(fuzz_broker, backend_url, str(tmp_path_factory.mktemp("fuzz-secured")), secured=True)
+    app = fuzzed_app(fuzz_broker, backend_url, str(tmp_path_factory.mktemp("fuzz-secured")), secured=True)
     yield schemathesis.openapi.from_wsgi("/openapi.json", app)
     app.extensions["workqueue"].close()
 

@@ -13,7 +13,6 @@ import uuid
 import pytest
 import requests
 
-from api.app import create_app
 from testing.faults import report
 from testing.processes import REPO, Api, Worker, service_env, wait_for_state
 from testing.tally import Tally
@@ -82,23 +81,20 @@ def test_malformed_keys_are_400(api_url, key):
     assert response.json()["error"]["code"] == "invalid_idempotency_key"
 
 
-def test_a_client_that_got_503_retries_with_its_key_safely(private_rabbitmq, backend_url, make_settings):
-    app = create_app(make_settings(private_rabbitmq.url, backend_url), TESTING=True)
+def test_a_client_that_got_503_retries_with_its_key_safely(private_rabbitmq, backend_url, app_for):
+    app = app_for(private_rabbitmq.url, backend_url)
     http = app.test_client()
     key = str(uuid.uuid4())
     body = {"task": "mul", "args": [6, 7]}
-    try:
-        private_rabbitmq.stop()
-        refused = http.post("/tasks", json=body, headers={"Idempotency-Key": key})
-        assert refused.status_code == 503, refused.get_data(as_text=True)
-        private_rabbitmq.start()
-        created = http.post("/tasks", json=body, headers={"Idempotency-Key": key})
-        assert created.status_code == 202, "nothing was queued by the 503: the key was free again"
-        replayed = http.post("/tasks", json=body, headers={"Idempotency-Key": key})
-        assert replayed.status_code == 200 and replayed.get_json()["id"] == created.get_json()["id"]
-        assert app.extensions["workqueue"].queue_depth() == 1
-    finally:
-        app.extensions["workqueue"].close()
+    private_rabbitmq.stop()
+    refused = http.post("/tasks", json=body, headers={"Idempotency-Key": key})
+    assert refused.status_code == 503, refused.get_data(as_text=True)
+    private_rabbitmq.start()
+    created = http.post("/tasks", json=body, headers={"Idempotency-Key": key})
+    assert created.status_code == 202, "nothing was queued by the 503: the key was free again"
+    replayed = http.post("/tasks", json=body, headers={"Idempotency-Key": key})
+    assert replayed.status_code == 200 and replayed.get_json()["id"] == created.get_json()["id"]
+    assert app.extensions["workqueue"].queue_depth() == 1
 
 
 def test_a_request_that_died_while_publishing_does_not_hold_its_key(private_rabbitmq, backend_url, tmp_path):

@@ -13,7 +13,6 @@ import time
 import pytest
 import redis
 
-from api.app import create_app
 from testing import faults, servers
 from testing.faults import report
 from testing.processes import Worker
@@ -45,21 +44,8 @@ def assert_unavailable(response, elapsed):
     assert elapsed < HANG_BOUND_SECONDS, f"answer took {elapsed:.2f} s"
 
 
-@pytest.fixture
-def make_client(make_settings):
-    apps = []
-
-    def make(broker, backend):
-        apps.append(create_app(make_settings(broker, backend), TESTING=True))
-        return apps[-1].test_client()
-
-    yield make
-    for app in apps:
-        app.extensions["workqueue"].close()
-
-
-def test_broker_down_gives_503_and_recovers(private_rabbitmq, backend_url, make_client):
-    client = make_client(private_rabbitmq.url, backend_url)
+def test_broker_down_gives_503_and_recovers(private_rabbitmq, backend_url, app_for):
+    client = app_for(private_rabbitmq.url, backend_url).test_client()
     assert client.post("/tasks", json={"task": "add", "args": [1, 1]}).status_code == 202
 
     private_rabbitmq.stop()
@@ -78,8 +64,8 @@ def test_broker_down_gives_503_and_recovers(private_rabbitmq, backend_url, make_
     report(f"[fault figures] broker-back: first POST accepted {time.monotonic() - started:.2f} s after restart")
 
 
-def test_result_store_down_gives_503_and_recovers(broker_url, private_redis, make_client):
-    client = make_client(broker_url, private_redis.url)
+def test_result_store_down_gives_503_and_recovers(broker_url, private_redis, app_for):
+    client = app_for(broker_url, private_redis.url).test_client()
     accepted = client.post("/tasks", json={"task": "add", "args": [1, 1]})
     assert accepted.status_code == 202
 
@@ -96,12 +82,12 @@ def test_result_store_down_gives_503_and_recovers(broker_url, private_redis, mak
     wait_until(lambda: client.get("/readyz").status_code == 200, 10, "/readyz (kept a second) to turn ready")
 
 
-def test_tasks_finishing_while_redis_is_down_lose_nothing(private_rabbitmq, tmp_path):
+def test_tasks_finishing_while_redis_is_down_lose_nothing(private_rabbitmq, task_client_for, tmp_path):
     """Redis stops while tasks run; the worker keeps their results until it is back (AOF, as on a PVC)."""
     redis_server = servers.Redis(appendonly=True)
     tally_file = tmp_path / "tally"
     with servers.started(redis_server):
-        client = faults.make_client(private_rabbitmq.url, redis_server.url, tmp_path)
+        client = task_client_for(private_rabbitmq.url, redis_server.url)
         worker = Worker(
             private_rabbitmq.url, redis_server.url, name="redis-outage", WORKER_CONCURRENCY="4",
             **fault_tasks.service_env(tally_file),
@@ -124,7 +110,6 @@ def test_tasks_finishing_while_redis_is_down_lose_nothing(private_rabbitmq, tmp_
             views = client.describe_many(ids)
         finally:
             worker.stop()
-            client.close()
     figures.report()
     assert figures.lost == 0
     assert [views[i]["result"] for i in ids[4:]] == [2 * i for i in range(20)]
@@ -153,7 +138,7 @@ REFUSALS = {
     ids=["full", "read-only", "full-past-the-time-limit"],
 )
 def test_a_full_or_read_only_redis_is_an_outage_that_loses_no_task(
-    fault, hold_seconds, worker_limits, broker_url, make_settings, tmp_path
+    fault, hold_seconds, worker_limits, broker_url, app_for, tmp_path
 ):
     """Redis answers, but refuses writes while tasks are submitted and finishing; then it takes them again."""
     queue = f"refusing-{fault}-{hold_seconds}-{os.getpid()}"
@@ -165,8 +150,7 @@ def test_a_full_or_read_only_redis_is_an_outage_that_loses_no_task(
             broker_url, store.url, name=f"refusing-{fault}", WORKER_QUEUES=queue, TASK_ROUTES=",".join(routes),
             WORKER_CONCURRENCY="2", **fault_tasks.service_env(tally_file), **worker_limits,
         )  # fmt: skip
-        settings = make_settings(broker_url, store.url, task_modules=(fault_tasks.MODULE,), task_routes=routes)
-        app = create_app(settings, TESTING=True)
+        app = app_for(broker_url, store.url, task_modules=(fault_tasks.MODULE,), task_routes=routes)
         statuses: list[tuple[float, int, str | None]] = []
         accepted: list[str] = []
         stop = threading.Event()
@@ -216,7 +200,6 @@ def test_a_full_or_read_only_redis_is_an_outage_that_loses_no_task(
             if submitter.is_alive():
                 submitter.join(10)
             worker.stop()
-            app.extensions["workqueue"].close()
 
     during = [(status, code) for at, status, code in statuses if faulted_at + 0.5 < at < restored_at]
     refused = [code for status, code in during if status == 503]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import statistics
 import time
@@ -10,7 +9,6 @@ import time
 import pytest
 import requests
 
-from api.app import create_app
 from testing.faults import report
 from testing.processes import Worker
 from testing.servers import free_port, wait_until
@@ -20,12 +18,8 @@ pytestmark = pytest.mark.integration
 ROUTES = "pi=slow,sleep=slow"
 
 
-def test_a_saturated_slow_pool_does_not_delay_the_default_queue(private_rabbitmq, backend_url, make_settings):
-    settings = dataclasses.replace(
-        make_settings(private_rabbitmq.url, backend_url), task_routes=tuple(ROUTES.split(","))
-    )
-    app = create_app(settings, TESTING=True)
-    http = app.test_client()
+def test_a_saturated_slow_pool_does_not_delay_the_default_queue(private_rabbitmq, backend_url, app_for):
+    http = app_for(private_rabbitmq.url, backend_url, task_routes=tuple(ROUTES.split(","))).test_client()
     port = free_port()
     fast = Worker(private_rabbitmq.url, backend_url, name="pool-celery", TASK_ROUTES=ROUTES, WORKER_QUEUES="celery")
     slow = Worker(
@@ -64,7 +58,6 @@ def test_a_saturated_slow_pool_does_not_delay_the_default_queue(private_rabbitmq
     finally:
         slow.stop()
         fast.stop()
-        app.extensions["workqueue"].close()
     p50 = statistics.median(latencies)
     report(f"[fault figures] queues: add p50={p50 * 1000:.0f}ms max={max(latencies) * 1000:.0f}ms slow_backlog=3x4s")
     assert max(latencies) < 3, "no add waited behind a 4 s task"

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from celery import states
 
-from testing.faults import make_client, unfinished
+from testing.faults import unfinished
 from testing.processes import Worker
 from testing.servers import wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def test_quorum_queue_carries_tasks_and_retries(private_rabbitmq, backend_url, tmp_path):
-    client = make_client(private_rabbitmq.url, backend_url, tmp_path, queue_type="quorum")
+def test_quorum_queue_carries_tasks_and_retries(private_rabbitmq, backend_url, task_client_for):
+    client = task_client_for(private_rabbitmq.url, backend_url, queue_type="quorum")
     worker = Worker(private_rabbitmq.url, backend_url, name="quorum", QUEUE_TYPE="quorum")
     try:
         ids = [client.submit("add", {"x": i, "y": i}) for i in range(20)]  # declares the queue, before any worker
@@ -27,4 +27,3 @@ def test_quorum_queue_carries_tasks_and_retries(private_rabbitmq, backend_url, t
         assert [metas[ids[i]]["result"] for i in range(20)] == [2 * i for i in range(20)]
     finally:
         worker.stop()
-        client.close()

@@ -8,7 +8,6 @@ import pytest
 import requests
 from kombu import Connection
 
-from api.app import create_app
 from testing.faults import report
 from testing.processes import Worker
 from testing.servers import free_port, wait_until
@@ -23,42 +22,41 @@ COUNTED = fault_tasks.definitions()
 
 
 @pytest.fixture
-def http(private_rabbitmq, backend_url, make_settings):
-    app = create_app(make_settings(private_rabbitmq.url, backend_url), TESTING=True)
-    yield app.test_client()
-    app.extensions["workqueue"].close()
+def app(private_rabbitmq, backend_url, app_for):
+    """The API on a RabbitMQ of the test's own: its queue holds only this test's tasks."""
+    return app_for(private_rabbitmq.url, backend_url)
 
 
-def state(http, task_id: str) -> str:
-    return http.get(f"/tasks/{task_id}").get_json()["state"]
+def state(client, task_id: str) -> str:
+    return client.get(f"/tasks/{task_id}").get_json()["state"]
 
 
-def test_a_revoke_reaches_a_worker_started_after_it(private_rabbitmq, backend_url, http):
-    revoked = http.post("/tasks", json={"task": "add", "args": [1, 2]}).get_json()["id"]
-    kept = http.post("/tasks", json={"task": "add", "args": [3, 4]}).get_json()["id"]
-    assert http.delete(f"/tasks/{revoked}").status_code == 202  # no worker is running to hear the broadcast
+def test_a_revoke_reaches_a_worker_started_after_it(private_rabbitmq, backend_url, client):
+    revoked = client.post("/tasks", json={"task": "add", "args": [1, 2]}).get_json()["id"]
+    kept = client.post("/tasks", json={"task": "add", "args": [3, 4]}).get_json()["id"]
+    assert client.delete(f"/tasks/{revoked}").status_code == 202  # no worker is running to hear the broadcast
     worker = Worker(private_rabbitmq.url, backend_url, name="late").start()
     try:
         worker.wait_ready()
-        wait_until(lambda: state(http, kept) == "SUCCESS", 60, "the other task")
-        wait_until(lambda: state(http, revoked) == "REVOKED", 30, "the revoked task to be recorded REVOKED")
+        wait_until(lambda: state(client, kept) == "SUCCESS", 60, "the other task")
+        wait_until(lambda: state(client, revoked) == "REVOKED", 30, "the revoked task to be recorded REVOKED")
         assert f"Task workqueue.add[{revoked}] succeeded" not in worker.log(), "the revoked task never ran"
     finally:
         worker.stop()
 
 
-def test_a_running_task_stops_at_its_next_progress_report(private_rabbitmq, backend_url, http):
+def test_a_running_task_stops_at_its_next_progress_report(private_rabbitmq, backend_url, client):
     worker = Worker(private_rabbitmq.url, backend_url, name="revoking").start().wait_ready()
     try:
-        task_id = http.post("/tasks", json={"task": "sleep", "args": [30]}).get_json()["id"]
-        wait_until(lambda: state(http, task_id) == "PROGRESS", 30, "the sleep task to report progress")
+        task_id = client.post("/tasks", json={"task": "sleep", "args": [30]}).get_json()["id"]
+        wait_until(lambda: state(client, task_id) == "PROGRESS", 30, "the sleep task to report progress")
         revoked_at = time.monotonic()
-        assert http.delete(f"/tasks/{task_id}").status_code == 202
-        wait_until(lambda: state(http, task_id) == "REVOKED", 10, "the running task to stop", interval=0.1)
+        assert client.delete(f"/tasks/{task_id}").status_code == 202
+        wait_until(lambda: state(client, task_id) == "REVOKED", 10, "the running task to stop", interval=0.1)
         stopped_in = time.monotonic() - revoked_at
         # The pool process is free again: the next task runs at once.
-        after = http.post("/tasks", json={"task": "add", "args": [2, 2]}).get_json()["id"]
-        wait_until(lambda: state(http, after) == "SUCCESS", 30, "a task after the revoked one")
+        after = client.post("/tasks", json={"task": "add", "args": [2, 2]}).get_json()["id"]
+        wait_until(lambda: state(client, after) == "SUCCESS", 30, "a task after the revoked one")
         assert "revoked while running" in worker.log()
     finally:
         worker.stop()
@@ -67,7 +65,7 @@ def test_a_running_task_stops_at_its_next_progress_report(private_rabbitmq, back
 
 
 def test_a_queued_task_revoked_says_so_until_a_worker_discards_it_then_stays_revoked_and_is_counted(
-    private_rabbitmq, backend_url, http
+    private_rabbitmq, backend_url, client
 ):
     """A queued task behind a busy one: revoke_requested at once, REVOKED once the worker reaches it, counted once."""
     port = free_port()
@@ -76,22 +74,22 @@ def test_a_queued_task_revoked_says_so_until_a_worker_discards_it_then_stays_rev
     )
     worker.start().wait_ready()
     try:
-        busy = http.post("/tasks", json={"task": "sleep", "args": [3]}).get_json()["id"]
-        wait_until(lambda: state(http, busy) == "PROGRESS", 30, "the sleep to hold the only pool process")
-        queued = http.post("/tasks", json={"task": "add", "args": [1, 2]}).get_json()["id"]
-        revoked = http.delete(f"/tasks/{queued}")
+        busy = client.post("/tasks", json={"task": "sleep", "args": [3]}).get_json()["id"]
+        wait_until(lambda: state(client, busy) == "PROGRESS", 30, "the sleep to hold the only pool process")
+        queued = client.post("/tasks", json={"task": "add", "args": [1, 2]}).get_json()["id"]
+        revoked = client.delete(f"/tasks/{queued}")
         assert revoked.status_code == 202 and revoked.get_json()["revoke_requested"] is True
-        seen = http.get(f"/tasks/{queued}").get_json()
+        seen = client.get(f"/tasks/{queued}").get_json()
         assert seen["state"] == "PENDING" and seen["revoke_requested"] is True, (
             "the stored revoke shows before any worker acts"
         )
-        wait_until(lambda: state(http, queued) == "REVOKED", 30, "the worker to discard the queued task")
-        reported = http.get(f"/tasks/{queued}").get_json()
+        wait_until(lambda: state(client, queued) == "REVOKED", 30, "the worker to discard the queued task")
+        reported = client.get(f"/tasks/{queued}").get_json()
         assert "revoke_requested" not in reported and reported["completed_at"]
-        wait_until(lambda: state(http, busy) == "SUCCESS", 30, "the sleep to finish")
-        after = http.post("/tasks", json={"task": "add", "args": [2, 2]}).get_json()["id"]
-        wait_until(lambda: state(http, after) == "SUCCESS", 30, "a task after the revoked one")
-        assert http.get(f"/tasks/{queued}").get_json() == reported, "REVOKED, once reported, never changes"
+        wait_until(lambda: state(client, busy) == "SUCCESS", 30, "the sleep to finish")
+        after = client.post("/tasks", json={"task": "add", "args": [2, 2]}).get_json()["id"]
+        wait_until(lambda: state(client, after) == "SUCCESS", 30, "a task after the revoked one")
+        assert client.get(f"/tasks/{queued}").get_json() == reported, "REVOKED, once reported, never changes"
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         assert (
             sample(text, "celery_task_revoked_total", name="workqueue.add", hostname="localhost", queue_name="celery")
@@ -118,36 +116,36 @@ def requeue_as_redelivered(broker_url: str, count: int) -> None:
             assert channel.basic_get(DEFAULT_QUEUE, no_ack=False) is not None
 
 
-def test_a_copy_of_a_finished_task_is_acked_without_running(private_rabbitmq, backend_url, http, tmp_path):
+def test_a_copy_of_a_finished_task_is_acked_without_running(private_rabbitmq, backend_url, client, tmp_path):
     """SUCCESS, FAILURE and REVOKED are final: a redelivered or republished copy never runs again."""
-    client = http.application.extensions["workqueue"]
+    task_client = client.application.extensions["workqueue"]
     tally_file = tmp_path / "tally"
     counted = fault_tasks.service_env(tally_file)
-    succeeded = client.submit(COUNTED["counted_add"], {"x": 20, "y": 1})
-    failed = client.submit(COUNTED["fail"], {})
-    revoked = client.submit(COUNTED["counted_add"], {"x": 1, "y": 1})
-    client.revoke(revoked)  # no worker hears it: the first one to start reads it from the store
+    succeeded = task_client.submit(COUNTED["counted_add"], {"x": 20, "y": 1})
+    failed = task_client.submit(COUNTED["fail"], {})
+    revoked = task_client.submit(COUNTED["counted_add"], {"x": 1, "y": 1})
+    task_client.revoke(revoked)  # no worker hears it: the first one to start reads it from the store
     first = Worker(private_rabbitmq.url, backend_url, name="first", **counted).start().wait_ready()
     try:
         finals = {succeeded: "SUCCESS", failed: "FAILURE", revoked: "REVOKED"}
-        wait_until(lambda: all(state(http, i) == s for i, s in finals.items()), 30, "the tasks to finish")
+        wait_until(lambda: all(state(client, i) == s for i, s in finals.items()), 30, "the tasks to finish")
     finally:
         first.stop()
-    before = {i: http.get(f"/tasks/{i}").get_json() for i in finals}
+    before = {i: client.get(f"/tasks/{i}").get_json() for i in finals}
     ran_before = Tally.read(tally_file).starts.copy()
 
     # Copies as a dying worker or an unconfirmed publish leave them: three
     # redelivered ones, then one published again by the API.
     for task_id, name, kwargs in ((succeeded, "counted_add", {"x": 20, "y": 1}), (failed, "fail", {}),
                                   (revoked, "counted_add", {"x": 1, "y": 1})):  # fmt: skip
-        client.publisher.publish(f"workqueue.{name}", task_id, kwargs)
+        task_client.publisher.publish(f"workqueue.{name}", task_id, kwargs)
     requeue_as_redelivered(private_rabbitmq.url, 3)
-    client.publisher.publish("workqueue.counted_add", succeeded, {"x": 20, "y": 1}, republished=True)
+    task_client.publisher.publish("workqueue.counted_add", succeeded, {"x": 20, "y": 1}, republished=True)
     second = Worker(private_rabbitmq.url, backend_url, name="second", **counted).start().wait_ready()
     try:
         # The REVOKED one is discarded on receipt (the stored revoke); the others are seen and acknowledged.
         wait_until(lambda: second.log().count("already finished") == 3, 30, "the three copies to be skipped")
-        wait_until(lambda: client.queue_depth() == 0, 30, "every copy to be taken off the queue")
+        wait_until(lambda: task_client.queue_depth() == 0, 30, "every copy to be taken off the queue")
     finally:
         second.stop()
     tally = Tally.read(tally_file)
@@ -155,4 +153,4 @@ def test_a_copy_of_a_finished_task_is_acked_without_running(private_rabbitmq, ba
     assert tally.redeliveries[succeeded] == 1 and tally.redeliveries[failed] == 1
     assert tally.deliveries[succeeded] == 3, "the first run, the redelivered copy, the republished copy"
     for task_id in finals:
-        assert http.get(f"/tasks/{task_id}").get_json() == before[task_id], "the final state stayed as it was"
+        assert client.get(f"/tasks/{task_id}").get_json() == before[task_id], "the final state stayed as it was"

@@ -24,11 +24,9 @@ from typing import Any
 
 import pytest
 
-from api.app import create_app
 from testing.processes import REPO, Worker
 from testing.servers import wait_until
 from workqueue import tracing
-from workqueue.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -88,21 +86,15 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 def test_one_trace_runs_from_the_request_through_the_publish_into_the_task(
-    private_rabbitmq, backend_url, tmp_path, receiver
+    private_rabbitmq, backend_url, receiver, app_for
 ):
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
-    settings = Settings(
-        broker_url=private_rabbitmq.url,
-        result_backend=backend_url,
-        runtime_dir=str(tmp_path),
-        otel_exporter_otlp_endpoint=receiver.url,
-        api_auth="off",
-    )
-    app = create_app(settings, TESTING=True)
-    provider = tracing.setup(settings, "workqueue-api")  # what create_app installed (once per process)
+    app = app_for(private_rabbitmq.url, backend_url, otel_exporter_otlp_endpoint=receiver.url)
+    # What create_app installed (once per process).
+    provider = tracing.setup(app.extensions["workqueue"].settings, "workqueue-api")
     assert provider is not None
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -128,7 +120,6 @@ def test_one_trace_runs_from_the_request_through_the_publish_into_the_task(
         wait_until(lambda: worker_span() is not None, 30, "the worker's task span to be exported")
     finally:
         worker.stop()
-        app.extensions["workqueue"].close()
 
     api_spans = memory.get_finished_spans()
     server = next(s for s in api_spans if s.kind == SpanKind.SERVER and s.name == "POST /tasks")

@@ -6,17 +6,19 @@ import uuid
 
 import pytest
 
-from testing.faults import make_client, unfinished
+from testing.faults import unfinished
 from testing.processes import Worker
 from testing.servers import wait_until
 
 
 @pytest.mark.parametrize("log_tasks", [False, True])
-def test_per_task_lines_follow_the_setting_and_retries_are_always_logged(broker_url, backend_url, tmp_path, log_tasks):
+def test_per_task_lines_follow_the_setting_and_retries_are_always_logged(
+    broker_url, backend_url, task_client_for, log_tasks
+):
     # A queue of its own, so the session's shared worker runs none of these.
     queue = f"log-{uuid.uuid4().hex[:8]}"
     routes = f"add={queue},flaky={queue}"
-    client = make_client(broker_url, backend_url, tmp_path, task_routes=tuple(routes.split(",")))
+    client = task_client_for(broker_url, backend_url, task_routes=tuple(routes.split(",")))
     worker = Worker(
         broker_url, backend_url, name="log", WORKER_QUEUES=queue, TASK_ROUTES=routes,
         WORKER_LOG_TASKS=str(log_tasks).lower(),
@@ -28,7 +30,6 @@ def test_per_task_lines_follow_the_setting_and_retries_are_always_logged(broker_
         log = worker.log()
     finally:
         worker.stop()
-        client.close()
     assert all(view and view["state"] == "SUCCESS" for view in views.values())
     assert ("succeeded in" in log) is log_tasks
     assert (f"workqueue.add[{ids[0]}] received" in log) is log_tasks

@@ -80,3 +80,33 @@ def test_task_modules_add_tasks_and_a_name_defined_twice_is_refused():
     assert "crash" in extra and "crash" not in CATALOGUE
     with pytest.raises(catalogue.DefinitionError, match="defined twice"):
         catalogue.load(["tests.unit.duplicate_tasks"])
+
+
+def test_celery_names_map_back_to_catalogue_names_and_nothing_else_changes():
+    assert CATALOGUE.public_name("workqueue.add") == "add"
+    assert CATALOGUE.public_name("workqueue.nope") == "workqueue.nope", "not catalogued: shown as it is"
+    assert CATALOGUE.public_name("celery.chord_unlock") == "celery.chord_unlock"
+    assert CATALOGUE.public_name(None) is None and CATALOGUE["add"].celery_name == "workqueue.add"
+
+
+def test_task_routes_send_a_task_to_another_queue_and_a_bad_route_is_refused():
+    routed = catalogue.load(routes=["pi=slow", " sleep = slow "])
+    assert routed["pi"].queue == "slow" and routed["sleep"].queue == "slow" and routed["add"].queue == "celery"
+    assert routed.queues == ["celery", "slow"] and CATALOGUE.queues == ["celery"]
+    for route in ("nope=slow", "pi=", "pi"):
+        with pytest.raises(catalogue.DefinitionError, match="must be <catalogued task>=<queue>"):
+            catalogue.load(routes=[route])
+
+
+def test_a_long_offending_value_is_cut_short_in_the_message():
+    with pytest.raises(ValidationFailed) as caught:
+        lookup("add").bind(["9" * 5000, 1], {})
+    assert caught.value.message.startswith("add: argument 'x': '9999") and "..." in caught.value.message
+    assert len(caught.value.message) < 120
+
+
+def test_the_catalogue_entry_is_what_get_catalogue_serves():
+    assert CATALOGUE["add"].describe() == {
+        "name": "add", "summary": "Return x + y.", "params": ["x", "y"], "schema": CATALOGUE["add"].schema,
+    }  # fmt: skip
+    assert CATALOGUE["add"].required == 2 and CATALOGUE["xsum"].required == 1
