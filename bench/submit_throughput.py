@@ -12,7 +12,13 @@ CPU time the API's processes used per request (read from /proc) is reported:
 on a shared machine it moves less than a rate does.  Goal: POST >= 0.5 of the
 no-op rate.
 
-    .venv/bin/python -m bench.submit_throughput [--seconds 8] [--rounds 3] [--models gevent,gthread]
+``--flower``: the peer a user would otherwise run to submit over HTTP,
+Flower's ``POST /api/task/async-apply/<task>`` (Tornado, one process, no
+publisher confirms, no record, no auth), against one gevent API process of
+ours (confirms, record, index and a token) on the same broker, in
+alternating rounds.  Goal (issue 25): ours >= 2 x Flower.
+
+    .venv/bin/python -m bench.submit_throughput [--seconds 8] [--rounds 3] [--models gevent,gthread] [--flower]
 """
 
 from __future__ import annotations
@@ -20,17 +26,29 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import TOKEN, Api, cpu_seconds, ensure_apt, median, private_servers, secured_api
+import requests
+
+from bench.common import REPO, TOKEN, Api, cpu_seconds, ensure_apt, median, private_servers, secured_api
+from testing.processes import service_env
+from testing.servers import Process, free_port, new_server_dir, wait_until
 
 POST_SCRIPT = f"""
 wrk.method = "POST"
 wrk.body = '{{"task": "add", "args": [2, 3]}}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {TOKEN}"
+"""
+
+
+FLOWER_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"kwargs": {"x": 2, "y": 3}}'
+wrk.headers["Content-Type"] = "application/json"
 """
 
 
@@ -60,11 +78,14 @@ class Endpoint:
 
     def add(self, api: Api, measure: tuple[str, str, int, int, Path | None]) -> None:
         assert api.process is not None
-        before = cpu_seconds(api.process.pid)
+        self.add_pid(api.process.pid, measure)
+
+    def add_pid(self, pid: int, measure: tuple[str, str, int, int, Path | None]) -> None:
+        before = cpu_seconds(pid)
         rate, p50, total = run_wrk(*measure)
         self.rates.append(rate)
         self.p50s.append(p50)
-        self.cpu_ms.append(1000 * (cpu_seconds(api.process.pid) - before) / total)
+        self.cpu_ms.append(1000 * (cpu_seconds(pid) - before) / total)
 
     def line(self, label: str) -> str:
         rounds = [round(r) for r in self.rates]
@@ -72,6 +93,43 @@ class Endpoint:
             f"{label:<26}: {median(self.rates):6.0f} req/s  p50 {median(self.p50s):5.2f} ms  "
             f"CPU {median(self.cpu_ms):.2f} ms/req  rounds {rounds}"
         )
+
+
+def flower_peer(args: argparse.Namespace, wrk: str) -> None:
+    """Ours (one gevent process) against Flower's async-apply, rounds alternating."""
+    ours, flower = Endpoint(), Endpoint()
+    with private_servers() as (broker_url, backend_url), tempfile.TemporaryDirectory() as scratch:
+        post, peer = Path(scratch) / "post.lua", Path(scratch) / "flower.lua"
+        post.write_text(POST_SCRIPT)
+        peer.write_text(FLOWER_SCRIPT)
+        api = secured_api(broker_url, backend_url, API_WORKERS="1", API_WORKER_CLASS="gevent")
+        port = free_port()
+        env = service_env(
+            broker_url, backend_url, new_server_dir("flower") / "runtime", FLOWER_UNAUTHENTICATED_API="true"
+        )
+        argv = [sys.executable, "-m", "celery", "-A", "worker.main", "flower", f"--port={port}", "--address=127.0.0.1"]
+        process = Process(argv, env, new_server_dir("flower") / "flower.log", cwd=str(REPO))
+        try:
+            api.start().wait_ready()
+            wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthcheck"), 60, "Flower")
+            for _ in range(args.rounds):
+                ours.add(api, (wrk, f"{api.url}/tasks", args.seconds, args.connections, post))
+                flower.add_pid(process.pid, (wrk, f"http://127.0.0.1:{port}/api/task/async-apply/workqueue.add",
+                                             args.seconds, args.connections, peer))  # fmt: skip
+        finally:
+            api.stop()
+            process.stop()
+    print(ours.line("ours: POST /tasks, 1 proc"))
+    print(flower.line("Flower: async-apply, 1 proc"))
+    ratio = median(ours.rates) / median(flower.rates)
+    print(f"goal: POST >= 2.00 x Flower's async-apply: {ratio:.2f} ({'met' if ratio >= 2 else 'NOT met'})")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def main() -> None:
@@ -82,9 +140,13 @@ def main() -> None:
     parser.add_argument("--workers", default="2", help="API_WORKERS (gunicorn processes)")
     parser.add_argument("--threads", default="4", help="API_THREADS per process (gthread)")
     parser.add_argument("--models", default="gevent,gthread", help="API_WORKER_CLASS values, side by side")
+    parser.add_argument("--flower", action="store_true", help="against Flower's async-apply instead (one process)")
     args = parser.parse_args()
     models = args.models.split(",")
     wrk = ensure_apt("wrk", "wrk")
+    if args.flower:
+        flower_peer(args, wrk)
+        return
     results = {model: (Endpoint(), Endpoint()) for model in models}
     with private_servers() as (broker_url, backend_url), tempfile.TemporaryDirectory() as scratch:
         script = Path(scratch) / "post.lua"
