@@ -18,6 +18,7 @@ from celery import states
 from testing.faults import Figures, make_client, report, unfinished
 from testing.processes import Api, Worker
 from testing.servers import wait_until
+from testing.tally import Tally
 from tests.integration import fault_tasks
 
 pytestmark = pytest.mark.integration
@@ -65,7 +66,15 @@ def test_sigterm_finishes_short_tasks_requeues_long_ones_and_exits_0(private_rab
 
         # A replacement worker (the next pod) picks up what was returned.
         replacement = Worker(private_rabbitmq.url, backend_url, name="replacement", **counted).start().wait_ready()
-        wait_until(lambda: not unfinished(client, everything), 90, "every task to finish on the new worker", 0.5)
+        try:
+            wait_until(lambda: not unfinished(client, everything), 90, "every task to finish on the new worker", 0.5)
+        except TimeoutError as exc:  # say what was left and what both workers said about it
+            left = {i: client.describe(i) for i in unfinished(client, everything)}
+            tally = Tally.read(tally_file)
+            raise AssertionError(
+                f"{exc}: {left}; deliveries {[tally.deliveries[i] for i in left]}\n"
+                f"--- first worker:\n{worker.log()[-4000:]}\n--- replacement:\n{replacement.log()[-4000:]}"
+            ) from None
         figures = Figures("graceful-shutdown").measure(client, everything, tally_file)
         figures.extra = {"exit_code": code, "shutdown_seconds": round(took, 1), "requeued_long": len(long_ids)}
         figures.report()
