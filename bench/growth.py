@@ -41,6 +41,8 @@ from testing.processes import Worker
 from testing.servers import free_port, wait_until
 from workqueue.celery_app import DEFAULT_QUEUE, make_queue
 
+DRAIN_CEILING = 2000  # tasks/s no worker pod reaches here: the top-up before a drain window
+
 
 def fill(broker_url: str, client, count: int) -> None:
     """``count`` more add tasks in the queue, as the API's publisher builds them, without confirms (fast)."""
@@ -54,8 +56,7 @@ def fill(broker_url: str, client, count: int) -> None:
             headers = {**message.headers, "workqueue_submitted_at": time.time()}
             producer.publish(
                 message.body, exchange="", routing_key=DEFAULT_QUEUE, headers=headers,
-                delivery_mode=2, content_type="application/json", content_encoding="utf-8",
-                **message.properties,
+                delivery_mode=2, serializer="json", **message.properties,
             )  # fmt: skip
 
 
@@ -109,6 +110,8 @@ def depth_part(depths: list[int], seconds: int, window: float) -> None:
                 time.sleep(3)  # list_queues' memory lags
                 messages, memory = queue_figures(node)
                 post, p50, _ = run_wrk(wrk, f"{api.url}/tasks", seconds, 16, script)
+                # Enough beyond the depth that the queue never runs dry while the drain is counted.
+                fill(broker_url, client, int((window + 5) * DRAIN_CEILING))
                 drain = drain_rate(broker_url, backend_url, window)
                 per_message = memory / messages if messages else 0
                 print(
