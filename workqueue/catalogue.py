@@ -37,6 +37,7 @@ from typing import Any
 import pydantic
 from jsonschema import ValidationError
 
+from workqueue import validation
 from workqueue.celery_app import DEFAULT_QUEUE
 from workqueue.validation import ArgumentValidator
 
@@ -239,10 +240,11 @@ def for_settings(settings: Any) -> Catalogue:
 
 def _describe(error: ValidationError) -> str:
     """jsonschema's message, with a long offending value cut short."""
-    shown = repr(error.instance)
     message = error.message
-    if len(shown) > 60:
-        message = message.replace(shown, shown[:40] + "...")
+    if error.validator not in validation.SHORT_ECHO_KEYWORDS:
+        shown = repr(error.instance)
+        if len(shown) > validation.ECHO_LIMIT:
+            message = message.replace(shown, shown[:40] + "...")
     return _short(message)
 
 

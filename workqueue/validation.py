@@ -19,12 +19,17 @@ changes, none of which alters what is accepted:
   5 us each); for an ``items`` schema that is a bounded number or string,
   each item is checked with a few comparisons instead, and only an item
   that fails them goes through jsonschema (which then words the error).
-  The quick check only ever vouches for values jsonschema accepts.
+  The quick check only ever vouches for values jsonschema accepts;
+- short echoes: jsonschema words a wrong type or size as the whole
+  offending value's ``repr`` (40 ms for a 40,000-item list, cut to 40
+  characters afterwards); for those keywords, which meet the largest
+  values, the value is echoed by a bounded ``reprlib`` instead.
 """
 
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -56,6 +61,25 @@ PLAIN_KEYWORDS = frozenset(
 )
 
 _ITEMS = Draft202012Validator.VALIDATORS["items"]
+
+
+def _bounded_repr() -> reprlib.Repr:
+    """A repr bounded at every level; equal to repr() for values whose repr is short."""
+    bounded = reprlib.Repr()  # keyword arguments need Python 3.12
+    bounded.maxlevel = 4
+    bounded.maxtuple = bounded.maxlist = bounded.maxdict = bounded.maxset = 20
+    bounded.maxstring = bounded.maxlong = bounded.maxother = 80
+    return bounded
+
+
+_ECHO = _bounded_repr()
+ECHO_LIMIT = 60
+
+
+def echo(value: Any) -> str:
+    """``value`` as an error message shows it: its repr, cut to 40 characters past ECHO_LIMIT, at a bounded cost."""
+    shown = _ECHO.repr(value)
+    return shown if len(shown) <= ECHO_LIMIT else shown[:40] + "..."
 
 
 def cheap_first(schema: Any) -> Any:
@@ -104,7 +128,35 @@ def _items(validator: Any, items: Any, instance: Any, schema: dict[str, Any]) ->
             yield from validator.descend(instance[index], items, path=index)
 
 
-BoundedValidator = validators.extend(Draft202012Validator, {"items": _items})
+def _type(validator: Any, types: Any, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+    """jsonschema's ``type``, echoing the value briefly."""
+    types = types if isinstance(types, list) else [types]
+    if not any(validator.is_type(instance, kind) for kind in types):
+        yield ValidationError(f"{echo(instance)} is not of type {', '.join(repr(kind) for kind in types)}")
+
+
+def _too_big(kind: str, size: Callable[[Any], int]) -> Callable[..., Iterator[ValidationError]]:
+    """jsonschema's ``maxItems``/``maxLength``/``maxProperties``, echoing the value briefly."""
+
+    def check(validator: Any, limit: int, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+        if validator.is_type(instance, kind) and size(instance) > limit:
+            yield ValidationError(f"{echo(instance)} {'is expected to be empty' if limit == 0 else 'is too long'}")
+
+    return check
+
+
+# Keywords whose messages echo the value through echo(): already short.
+SHORT_ECHO_KEYWORDS = frozenset({"type", "maxItems", "maxLength", "maxProperties"})
+BoundedValidator = validators.extend(
+    Draft202012Validator,
+    {
+        "items": _items,
+        "type": _type,
+        "maxItems": _too_big("array", len),
+        "maxLength": _too_big("string", len),
+        "maxProperties": _too_big("object", len),
+    },
+)
 
 
 class ArgumentValidator:

@@ -5,7 +5,8 @@ collected and sorted) on the 2-core development machine: ``xsum`` with
 10,000 wrong items took ~600 ms of CPU and ~34 MB; 40,000 wrong items
 (156 KB, within the 256 KB body limit) ~2.6 s and ~134 MB; 10,000 valid
 numbers ~56 ms.  The bounds asserted below sit far under those and far above
-what the bounded validator measures (under 10 ms, under 1 MB).
+what the bounded validator measures (under 10 ms, under 1 MB): a stalled
+worker, not a speed.  Speed is a ratio against jsonschema in the same run.
 """
 
 import json
@@ -57,8 +58,45 @@ def test_a_body_within_every_limit_costs_little_to_validate(numbers, message):
     assert len(json.dumps({"task": "xsum", "args": [numbers]})) <= MAX_BODY
     seconds, peak, outcome = cost(XSUM, [numbers])
     assert outcome.startswith(message) or message in outcome
-    assert seconds < 0.05, f"{seconds * 1000:.0f} ms of CPU"
+    assert seconds < 0.25, f"{seconds * 1000:.0f} ms of CPU"
     assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB"
+
+
+def test_valid_plain_items_cost_a_fraction_of_jsonschemas_check():
+    numbers = [1.5] * 10_000
+    ours = min(cost(XSUM, [numbers])[0] for _ in range(3))
+    plain = Draft202012Validator(XSUM.schema)
+    instance = {"numbers": numbers}
+    started = time.process_time()
+    assert plain.is_valid(instance)
+    theirs = time.process_time() - started
+    assert ours < 0.5 * theirs, f"{ours * 1000:.1f} ms against jsonschema's {theirs * 1000:.1f} ms"
+
+
+def test_a_huge_value_is_echoed_briefly():
+    """A wrong type or size is worded from a bounded repr: wording the whole value took 40 ms for 40,000 items."""
+
+    def fastest(action) -> float:
+        times = []
+        for _ in range(3):
+            started = time.process_time()
+            action()
+            times.append(time.process_time() - started)
+        return min(times)
+
+    def refuse(value) -> str:
+        with pytest.raises(ValidationFailed) as caught:
+            XSUM.bind([value], {})
+        return caught.value.message
+
+    for value, ending in (
+        (["x"] * 40_000, "is too long"),
+        ({str(i): i for i in range(20_000)}, "is not of type 'array'"),
+    ):
+        message = refuse(value)
+        assert message.endswith(ending) and "..." in message and len(message) < 120, message
+        # Less than one repr of the value: it is never worded whole.
+        assert fastest(lambda v=value: refuse(v)) < fastest(lambda v=value: repr(v))
 
 
 def test_an_oversized_list_is_refused_for_its_length():
