@@ -13,8 +13,8 @@ import contextlib
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 
+from testing import servers
 from testing.servers import RABBITMQ_SCRIPTS, RabbitMQ, new_server_dir
 
 
@@ -67,11 +67,6 @@ class Cluster:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def started(size: int = 3) -> Iterator[Cluster]:
-    cluster = Cluster(size)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
+def started(size: int = 3) -> contextlib.AbstractContextManager[Cluster]:
+    """``Cluster(size)`` started, destroyed when the block ends."""
+    return servers.started(Cluster(size))

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator
 
 import redis
 
+from testing import servers
 from testing.servers import Process, Redis, free_port, new_server_dir, wait_until
 
 MASTER_NAME = "mymaster"
@@ -86,11 +86,6 @@ class Sentinels:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def started(count: int = 3) -> Iterator[Sentinels]:
-    found = Sentinels(count)
-    try:
-        found.start()
-        yield found
-    finally:
-        found.destroy()
+def started(count: int = 3) -> contextlib.AbstractContextManager[Sentinels]:
+    """``Sentinels(count)`` started, destroyed when the block ends."""
+    return servers.started(Sentinels(count))

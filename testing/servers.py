@@ -20,9 +20,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from testing.certs import Certificates
+from workqueue.prometheus import process_alive
 
 BASE_DIR = Path(tempfile.gettempdir()) / "workqueue-test-servers"
 RABBITMQ_SCRIPTS = Path("/usr/lib/rabbitmq/bin")
@@ -159,16 +160,6 @@ def _record_owner(directory: Path, pid: int) -> None:
         owner.write_text(str(os.getpid()))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap_leftovers() -> None:
     """Kill servers left by earlier test runs that died without cleaning up."""
     if not BASE_DIR.exists():
@@ -179,7 +170,7 @@ def reap_leftovers() -> None:
             owner = int(owner_file.read_text())
         except (OSError, ValueError):
             owner = 0
-        if owner and _pid_alive(owner):
+        if owner and process_alive(owner):
             continue  # another live test run (e.g. a parallel session)
         pids_file = directory / "pids"
         if pids_file.exists():
@@ -189,9 +180,18 @@ def reap_leftovers() -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+class Startable(Protocol):
+    def start(self) -> object: ...
+
+    def destroy(self) -> None: ...
+
+
+S = TypeVar("S", bound=Startable)
+
+
 @contextlib.contextmanager
-def started(server: RabbitMQ | Redis) -> Iterator[RabbitMQ | Redis]:
-    """Start ``server``; stop it and delete its data when the block ends, however it ends."""
+def started(server: S) -> Iterator[S]:
+    """Start ``server`` (a node, a cluster, a set of sentinels); stop it and delete its data when the block ends."""
     try:
         server.start()
         yield server

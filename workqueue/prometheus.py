@@ -66,7 +66,7 @@ def compact(directory: str) -> int:
     folded = 0
     for path in glob.glob(os.path.join(directory, "*.db")):
         *kind, pid = os.path.basename(path)[: -len(".db")].split("_")
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or process_alive(int(pid)):
             continue  # an archive, or a live process's file
         if kind[0] in SUMMED_TYPES:
             archive = MmapedDict(os.path.join(directory, f"{kind[0]}_{ARCHIVE}.db"))
@@ -81,7 +81,8 @@ def compact(directory: str) -> int:
     return folded
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id exists (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
