@@ -11,12 +11,15 @@ import time
 import uuid
 
 import pytest
+import redis
 import requests
 
 from testing.faults import report
 from testing.processes import REPO, Api, Worker, service_env, wait_for_state
+from testing.servers import wait_until
 from testing.tally import Tally
 from tests.integration import fault_tasks
+from workqueue.idempotency import KEY_PREFIX
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +108,10 @@ def test_a_request_that_died_while_publishing_does_not_hold_its_key(private_rabb
     message had landed.
     """
     tally_file = tmp_path / "tally"
-    counted = {**fault_tasks.service_env(tally_file), "API_WORKERS": "1"}
+    # The claim goes stale after max(10 s, 10 x API_DEPENDENCY_TIMEOUT): 30 s
+    # here, so the broker's restart and the worker's start (over 10 s on a
+    # loaded machine) leave it fresh, and the CLI meets it "publishing".
+    counted = {**fault_tasks.service_env(tally_file), "API_WORKERS": "1", "API_DEPENDENCY_TIMEOUT": "3"}
     api = Api(private_rabbitmq.url, backend_url, **counted).start().wait_ready()
     body = {"task": "counted_add", "args": [4, 5]}
     assert post(api.url, body, None).status_code == 202  # a pooled connection to write on
@@ -117,7 +123,13 @@ def test_a_request_that_died_while_publishing_does_not_hold_its_key(private_rabb
 
     dying = threading.Thread(target=die_publishing)
     dying.start()
-    time.sleep(0.3)  # the message is written; its confirm never comes
+    # Killed once its claim is stored (publishing follows at once; its
+    # confirm never comes). A fixed sleep lost this race on a loaded machine.
+    store = redis.Redis.from_url(backend_url)
+    try:
+        wait_until(lambda: store.exists(KEY_PREFIX + "job:0") == 1, 30, "the request's claim")
+    finally:
+        store.close()
     api.process.kill()  # type: ignore[union-attr]
     dying.join(30)
     private_rabbitmq.process.kill()  # type: ignore[union-attr]  # what was written dies with the broker
