@@ -23,6 +23,8 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
+from workqueue.prometheus import process_alive
+
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / ".workqueue-data"
 PATH = DATA_DIR / "session.env"
@@ -114,12 +116,4 @@ def source(environ: Mapping[str, str], path: Path = PATH) -> str:
 
 
 def _alive(pid: str) -> bool:
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, another user's
-    return True
+    return pid.isdigit() and process_alive(int(pid))

@@ -23,7 +23,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from testing.servers import _pid_alive, wait_until
+from testing.servers import wait_until
+from workqueue.prometheus import process_alive
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "podman-env.sh"
@@ -100,7 +101,7 @@ class Podman:
         listing = self.run("ps", "--all", "--filter", f"label={OWNER_LABEL}", "--format", "json").stdout
         for container in json.loads(listing or "[]"):
             owner = (container.get("Labels") or {}).get(OWNER_LABEL, "")
-            if owner.isdigit() and _pid_alive(int(owner)):
+            if owner.isdigit() and process_alive(int(owner)):
                 continue  # a live test run (perhaps another worktree's)
             self.run("rm", "--force", "--time", "0", container["Id"], check=False)
 
