@@ -203,6 +203,9 @@ def test_tasks_sent_to_celery_directly_are_listed_and_can_be_retried(broker_url,
         for task_id, result in ((by_kwargs, 5), (by_args, 20)):
             view = wait_for_state_in(client, task_id, {states.SUCCESS})
             assert view["result"] == result
+        # A task sent directly is recorded when a worker starts it: the flaky
+        # one may still be queued behind the others until it has failed once.
+        wait_for_state_in(client, failing, {states.RETRY, states.FAILURE}, timeout=60)
         listed = {t["id"]: t for t in client.get("/tasks?limit=50").get_json()["tasks"]}
         assert {by_kwargs, by_args, failing, over_http} <= set(listed)
         assert listed[by_args]["task"] == "mul" and listed[by_args]["via"] == "celery"
