@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from testing.certs import Certificates
-from workqueue.prometheus import process_alive
+from workqueue.processes import process_alive
 
 BASE_DIR = Path(tempfile.gettempdir()) / "workqueue-test-servers"
 RABBITMQ_SCRIPTS = Path("/usr/lib/rabbitmq/bin")

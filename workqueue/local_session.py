@@ -23,7 +23,7 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
-from workqueue.prometheus import process_alive
+from workqueue.processes import process_alive
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / ".workqueue-data"

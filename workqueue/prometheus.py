@@ -31,6 +31,8 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.registry import Collector
 
+from workqueue.processes import process_alive
+
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # Types whose values of exited processes still count, summed (a gauge of an
 # exited process counts no more: its file is dropped).
@@ -79,17 +81,6 @@ def compact(directory: str) -> int:
         os.remove(path)
         folded += 1
     return folded
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process of this id exists (one of another user counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from testing.servers import wait_until
-from workqueue.prometheus import process_alive
+from workqueue.processes import process_alive
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "podman-env.sh"
