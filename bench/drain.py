@@ -198,6 +198,8 @@ def latency_behind(broker_url: str, backend_url: str, depth: int) -> tuple[int, 
         worker.stop()
 
 
+HIREDIS = "hiredis==3.5.0"
+
 VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "Celery's own Redis result backend": ((), {"BENCH_APP": "bench.stock_worker"}),
     "WORKER_LOG_TASKS=true": ((), {"WORKER_LOG_TASKS": "true"}),
@@ -207,11 +209,23 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
         {"BENCH_APP": "bench.stock_worker", "WORKER_LOG_TASKS": "true", "WORKER_MAX_TASKS_PER_CHILD": "1000"},
     ),
     "prefetch 4": ((), {"WORKER_PREFETCH_MULTIPLIER": "4"}),
+    "TASK_STARTED_DELAY=0 (STARTED before every task)": ((), {"TASK_STARTED_DELAY": "0"}),
     "TASK_TRACK_STARTED=false": ((), {"TASK_TRACK_STARTED": "false"}),
     "threads pool x 4 (no IPC)": (("--pool", "threads"), {"WORKER_CONCURRENCY": "4"}),
     "1 proc": ((), {"WORKER_CONCURRENCY": "1"}),
     "4 proc": ((), {"WORKER_CONCURRENCY": "4"}),
 }
+
+
+def hiredis_path() -> str:
+    """A directory holding hiredis, for PYTHONPATH: redis-py parses replies with it when it can import it.
+
+    Not in .venv: there every row would use it.
+    """
+    target = new_server_dir("hiredis")
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(target)]
+    subprocess.run([*pip, HIREDIS], check=True)
+    return str(target)
 
 
 RAW, DEFAULT, COUNTER, EQUAL, OURS = (
@@ -245,7 +259,8 @@ def main() -> None:
             OURS: lambda: celery_rate(broker_url, backend_url, n),
         }
         if not args.quick:
-            for name, (extra_args, env) in VARIANTS.items():
+            variants = {**VARIANTS, "hiredis (redis-py's C parser)": ((), {"PYTHONPATH": hiredis_path()})}
+            for name, (extra_args, env) in variants.items():
                 measure[f"  {name}"] = partial(celery_rate, broker_url, backend_url, n, extra_args, **env)
         for _ in range(args.rounds):  # alternating, so a noisy spell hits every row alike
             for name, run in measure.items():

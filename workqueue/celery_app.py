@@ -49,6 +49,8 @@ def celery_config(settings: Settings, role: Role) -> dict[str, Any]:
         else [make_queue(settings, DEFAULT_QUEUE)],
         "task_default_delivery_mode": "persistent",
         "task_track_started": settings.task_track_started,
+        # Ours, read by the result store (workqueue/started_state.py).
+        "workqueue_started_delay": settings.task_started_delay,
         "result_extended": True,
         "result_expires": settings.result_expires,
         "task_time_limit": settings.task_time_limit,

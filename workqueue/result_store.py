@@ -46,6 +46,7 @@ from redis import BlockingConnectionPool
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from workqueue import throughput
+from workqueue.started_state import DeferredStarted
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ class _OneRoundTrip:
             )
         super().__init__(*args, **kwargs)
         self._store_script = self.client.register_script(STORE_UNLESS_FINAL)
+        delay = conf.get("workqueue_started_delay") or 0
+        self._deferred = DeferredStarted(delay, self.exception_safe_to_retry) if delay > 0 else None
 
     def exception_safe_to_retry(self, exc: BaseException) -> bool:
         # Celery's loop (outside tasks) retries these too: a full or read-only
@@ -163,7 +166,13 @@ class _OneRoundTrip:
             # receipt, a hard time limit): Celery's bounded retries.
             return super().store_result(task_id, result, state, traceback, request=request, **kwargs)
         result = self.encode_result(result, state)
+        if self._deferred is not None:
+            # STARTED waits for the delay; any later state of the attempt settles it first.
+            kwargs["started_stored"] = state == states.STARTED or self._deferred.settle(task_id)
         write = functools.partial(self._store_result, task_id, result, state, traceback, request=request, **kwargs)
+        if self._deferred is not None and state == states.STARTED:
+            self._deferred.defer(task_id, write)
+            return result
         if state not in ESSENTIAL:
             try:
                 write()
@@ -214,6 +223,7 @@ class _OneRoundTrip:
         state: str,
         traceback: Any = None,
         request: Any = None,
+        started_stored: bool | None = None,
         **kwargs: Any,
     ) -> Any:
         meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
@@ -224,7 +234,7 @@ class _OneRoundTrip:
         expires = (self.failure_expires if state == states.FAILURE else None) or self.expires
         key = self.get_key_for_task(task_id)
         keys, args = [key], [value, int(expires or 0)]
-        counted = throughput.fields_for(state, *self._queue_wait(state, request))
+        counted = throughput.fields_for(state, *self._queue_wait(state, request, started_stored))
         if counted:  # this minute's counters, in the same round trip
             keys.append(self.key_t(throughput.key_name(throughput.minute_of(time.time()))))
             args += [throughput.KEEP_SECONDS, *counted]
@@ -233,17 +243,21 @@ class _OneRoundTrip:
         self._store_script(keys=keys, args=args)
         return result
 
-    def _queue_wait(self, state: str, request: Any) -> tuple[str | None, float | None]:
+    def _queue_wait(self, state: str, request: Any, started_stored: bool | None) -> tuple[str | None, float | None]:
         """(queue, seconds from submission to start) when this state is where a first attempt's wait counts.
 
-        Counted once per task: at STARTED (or at its final state when STARTED
-        is not tracked), on a first attempt that is no redelivery, of a
-        message the API stamped.
+        Counted once per task: at STARTED, or, when no STARTED was stored
+        (not tracked, or the task ended within TASK_STARTED_DELAY), at the
+        state that ends the attempt; on a first attempt that is no
+        redelivery, of a message the API stamped.  ``started_stored`` None:
+        as tracked (STARTED stored before the task ran).
         """
         if request is None or getattr(request, "retries", 0):
             return None, None
-        tracked = self.app.conf.task_track_started
-        if not (state == states.STARTED or (state in states.READY_STATES and not tracked)):
+        if started_stored is None:
+            started_stored = self.app.conf.task_track_started
+        ends_attempt = state in states.READY_STATES or state == states.RETRY
+        if not (state == states.STARTED or (ends_attempt and not started_stored)):
             return None, None
         delivery = getattr(request, "delivery_info", None) or {}
         submitted, started = getattr(request, SUBMITTED_HEADER, None), getattr(request, STARTED_WALL, None)

@@ -102,6 +102,10 @@ class Settings:
     # STARTED state (GET /tasks/<id> shows a task is running) costs one more
     # Redis write per task: about a sixth of the drain rate of no-op tasks.
     task_track_started: bool = _env("TASK_TRACK_STARTED", True)
+    # ...so it is stored only for a task still running after this many
+    # seconds (0: before every task, as Celery does): nobody watches a task
+    # that ends sooner, and a no-op task drains faster (workqueue/started_state.py).
+    task_started_delay: float = _env("TASK_STARTED_DELAY", 0.1, minimum=0, maximum=10)
     # Task events are what Flower reads; nothing else here needs them.
     worker_send_events: bool = _env("WORKER_SEND_EVENTS", False)
     result_expires: int = _env("RESULT_EXPIRES", 86_400, minimum=60)
