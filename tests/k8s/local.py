@@ -92,6 +92,12 @@ class Cluster:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
+    def log(self, runtime: str, size: int = 30_000) -> str:
+        """The end of what a process started as ``runtime`` printed, for a failure's message."""
+        path = self.dir / f"{runtime}.log"
+        text = path.read_text(errors="replace") if path.exists() else f"({path.name} was not written)"
+        return f"--- {runtime}'s log ---\n{text[-size:]}"
+
     def start(self, c: dict[str, Any], runtime: str) -> Process:
         process = Process(
             [str(REPO / "run.sh"), *c["args"]], self.env(c, runtime), self.dir / f"{runtime}.log", cwd="/"

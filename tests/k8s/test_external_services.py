@@ -192,7 +192,9 @@ def test_the_rendered_pods_run_against_an_external_tls_rabbitmq_and_redis(extern
     waited = external.run(init, "worker", timeout=60)
     assert waited.returncode == 0, waited.stdout + waited.stderr
     worker = external.container("Deployment", "workqueue-worker", "worker")
-    external.start(worker, "worker")
+    # The worker's received/succeeded lines, should a task not run (seen once in a full run).
+    logging = {"name": "WORKER_LOG_TASKS", "value": "true"}
+    external.start({**worker, "env": [*worker.get("env", []), logging]}, "worker")
     for kind in ("startup", "readiness", "liveness"):
         passes = lambda k=kind: external.exec_probe(worker, k, "worker").returncode == 0  # noqa: E731
         wait_for_probe(passes, worker[f"{kind}Probe"], f"worker {kind} probe")
@@ -203,7 +205,9 @@ def test_the_rendered_pods_run_against_an_external_tls_rabbitmq_and_redis(extern
     submitted = requests.post(f"{base}/tasks", json={"task": "add", "args": [4, 5]}, headers=auth, timeout=10)
     assert submitted.status_code == 202, submitted.text
     done = requests.get(f"{base}{submitted.headers['Location']}?wait=20", headers=auth, timeout=30).json()
-    assert done["state"] == "SUCCESS" and done["result"] == 9, done
+    assert done["state"] == "SUCCESS" and done["result"] == 9, (
+        f"{done}\n{external.log('worker')}\n{external.log('api')}"
+    )
 
     (test_pod,) = pod_spec(external.objects[("Pod", "helm-test")])["containers"]
     ran = external.run(test_pod, "helm-test", timeout=180)
