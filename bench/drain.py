@@ -14,8 +14,8 @@ per consumer:
 N no-op tasks are queued first; the rate is measured from the first
 completion to the last, so process start-up is not counted.  Finally, the
 latency of one task submitted behind a queue of D tasks shows how latency
-grows with queue depth.  Goals (issue 15): ours >= 0.5 x Dramatiq with equal
-guarantees and >= 0.6 x Celery's defaults.
+grows with queue depth.  Goal (issue 25): ours >= 0.5 x Dramatiq with
+equal guarantees (the ratio to Celery's defaults is printed beside it).
 
     .venv/bin/python -m bench.drain [--tasks 5000] [--quick]
 """
@@ -278,11 +278,9 @@ def main() -> None:
             f"{name:44} {row.rate:8.0f} {row.cpu_ms:12.2f} {row.rate / raw:7.2f} "
             f"{row.rate / default:10.2f} {row.rate / equal:12.2f}"
         )
-    for label, ratio, goal in (
-        ("dramatiq with equal guarantees", ours / equal, 0.5),
-        ("celery's own defaults", ours / default, 0.6),
-    ):
-        print(f"goal: production >= {goal:.2f} x {label}: {ratio:.2f} ({'met' if ratio >= goal else 'NOT met'})")
+    ratio, verdict = ours / equal, "met" if ours / equal >= 0.5 else "NOT met"
+    print(f"goal: production >= 0.50 x dramatiq with equal guarantees: {ratio:.2f} ({verdict})")
+    print(f"(production / celery's own defaults: {ours / default:.2f})")
     if latencies:
         print("latency of one add behind a queue of D tasks (production worker):")
     for ahead, seconds in latencies:
