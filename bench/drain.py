@@ -209,7 +209,7 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
         {"BENCH_APP": "bench.stock_worker", "WORKER_LOG_TASKS": "true", "WORKER_MAX_TASKS_PER_CHILD": "1000"},
     ),
     "prefetch 4": ((), {"WORKER_PREFETCH_MULTIPLIER": "4"}),
-    "TASK_STARTED_DELAY=0 (STARTED before every task)": ((), {"TASK_STARTED_DELAY": "0"}),
+    "TASK_STARTED_DELAY=0": ((), {"TASK_STARTED_DELAY": "0"}),
     "TASK_TRACK_STARTED=false": ((), {"TASK_TRACK_STARTED": "false"}),
     "threads pool x 4 (no IPC)": (("--pool", "threads"), {"WORKER_CONCURRENCY": "4"}),
     "1 proc": ((), {"WORKER_CONCURRENCY": "1"}),
