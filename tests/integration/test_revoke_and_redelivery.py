@@ -74,7 +74,9 @@ def test_a_queued_task_revoked_says_so_until_a_worker_discards_it_then_stays_rev
     )
     worker.start().wait_ready()
     try:
-        busy = client.post("/tasks", json={"task": "sleep", "args": [3]}).get_json()["id"]
+        # The sleep holds the only pool process until this test revokes it: a
+        # 3 s sleep once ended before the queued task's state was read (a fresh-clone run).
+        busy = client.post("/tasks", json={"task": "sleep", "args": [120]}).get_json()["id"]
         wait_until(lambda: state(client, busy) == "PROGRESS", 30, "the sleep to hold the only pool process")
         queued = client.post("/tasks", json={"task": "add", "args": [1, 2]}).get_json()["id"]
         revoked = client.delete(f"/tasks/{queued}")
@@ -86,7 +88,9 @@ def test_a_queued_task_revoked_says_so_until_a_worker_discards_it_then_stays_rev
         wait_until(lambda: state(client, queued) == "REVOKED", 30, "the worker to discard the queued task")
         reported = client.get(f"/tasks/{queued}").get_json()
         assert "revoke_requested" not in reported and reported["completed_at"]
-        wait_until(lambda: state(client, busy) == "SUCCESS", 30, "the sleep to finish")
+        assert state(client, busy) == "PROGRESS", "the sleep still held the pool process"
+        assert client.delete(f"/tasks/{busy}").status_code == 202
+        wait_until(lambda: state(client, busy) == "REVOKED", 30, "the sleep to stop at its next progress report")
         after = client.post("/tasks", json={"task": "add", "args": [2, 2]}).get_json()["id"]
         wait_until(lambda: state(client, after) == "SUCCESS", 30, "a task after the revoked one")
         assert client.get(f"/tasks/{queued}").get_json() == reported, "REVOKED, once reported, never changes"
