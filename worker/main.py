@@ -2,7 +2,7 @@
 
 ``create_worker_app`` builds the app with the shared factory, registers a
 Celery task for every catalogued definition and installs the worker's own
-bootsteps: probe files, bounded graceful shutdown, metrics, stored revokes,
+bootsteps: probe files, bounded graceful shutdown, a pruned timer heap, metrics, stored revokes,
 its heartbeat key for the dashboard;
 Celery's per-task log lines only when asked for.  ``app`` is
 built on import because that is what ``celery -A`` loads; this is the one
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from worker import celery_tasks, direct, metrics, presence, probes, revoked, shutdown, task_log
+from worker import celery_tasks, direct, metrics, presence, probes, revoked, shutdown, task_log, timer_heap
 from workqueue import catalogue, tracing
 from workqueue.celery_app import create_celery
 from workqueue.settings import Settings
@@ -29,6 +29,7 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     probes.install(app)
     presence.install(app)
     shutdown.install(app)
+    timer_heap.install(app)  # cancelled time-limit timers freed within seconds
     revoked.install(app)
     metrics.install(app)
     task_log.install(settings)
