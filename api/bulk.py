@@ -44,7 +44,9 @@ def parse_since(raw: Any, required: bool) -> float | None:
         # RFC 3339 allows a lower-case t and z, and a leap second, which Python does not read.
         text = LEAP_SECOND.sub(r"\g<1>59", raw.strip().upper())
         when = dt.datetime.fromisoformat(text)
-        return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+        # In UTC, as it is stored and shown: a time whose UTC date is out of
+        # Python's range (0001-01-01T00:00+00:01) is refused here, not later.
+        return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).timestamp()
     except (ValueError, OverflowError):
         raise ApiError(422, "invalid_since", 'since must be an ISO 8601 time, e.g. "2026-12-06T10:00:00Z"') from None
 
