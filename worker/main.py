@@ -11,6 +11,16 @@ module that does so.
 
 from __future__ import annotations
 
+# Loaded now, in the main thread, before any thread or pool process exists.
+# getaddrinfo imports this codec on a first connect by host name; the
+# worker's threads (presence, probes, metrics) make such connects while the
+# pool forks its processes, and a process forked while a thread was inside
+# that import inherits its import lock held by no thread: it then hangs on
+# its first Redis connect for ever (py-spy: _ModuleLock.acquire under
+# getaddrinfo in both pool processes of a ready worker whose tasks never
+# finished, a fresh-clone run of 2026-12-07).
+import encodings.idna  # noqa: F401
+
 from celery import Celery
 
 from worker import celery_tasks, direct, metrics, presence, probes, revoked, shutdown, task_log, timer_heap
