@@ -52,6 +52,12 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 signal.signal(signal.SIGTERM, _terminate)
+# A run started in the background by a script (``nohup ./dev.sh test &``)
+# ignores SIGINT, and an ignored signal stays ignored in every child: the
+# README's Ctrl+C (``./dev.sh up``, ``submit_tasks.py``) would then do
+# nothing in its tests.  Python's own handler is reset to the default on exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
