@@ -1,6 +1,7 @@
 """The Celery worker process: ``celery -A worker.main worker`` (``run.sh worker``).
 
-``create_worker_app`` builds the app with the shared factory, registers a
+``create_worker_app`` first loads what the worker's threads would import
+while the pool forks (``fork_safety``), builds the app with the shared factory, registers a
 Celery task for every catalogued definition and installs the worker's own
 bootsteps: probe files, bounded graceful shutdown, a pruned timer heap, metrics, stored revokes,
 its heartbeat key for the dashboard;
@@ -11,25 +12,16 @@ module that does so.
 
 from __future__ import annotations
 
-# Loaded now, in the main thread, before any thread or pool process exists.
-# getaddrinfo imports this codec on a first connect by host name; the
-# worker's threads (presence, probes, metrics) make such connects while the
-# pool forks its processes, and a process forked while a thread was inside
-# that import inherits its import lock held by no thread: it then hangs on
-# its first Redis connect for ever (py-spy: _ModuleLock.acquire under
-# getaddrinfo in both pool processes of a ready worker whose tasks never
-# finished, a fresh-clone run of 2026-12-07).
-import encodings.idna  # noqa: F401
-
 from celery import Celery
 
-from worker import celery_tasks, direct, metrics, presence, probes, revoked, shutdown, task_log, timer_heap
+from worker import celery_tasks, direct, fork_safety, metrics, presence, probes, revoked, shutdown, task_log, timer_heap
 from workqueue import catalogue, tracing
 from workqueue.celery_app import create_celery
 from workqueue.settings import Settings
 
 
 def create_worker_app(settings: Settings | None = None) -> Celery:
+    fork_safety.settle_imports()  # before any thread or pool process exists
     settings = settings or Settings.from_env()
     app = create_celery(settings, role="worker")
     app.conf.worker_consumer = "worker.consumer:Consumer"  # Celery's, without native delayed delivery

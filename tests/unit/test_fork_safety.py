@@ -1,15 +1,16 @@
-"""A pool process forked while a worker thread resolves its first host name can still resolve names.
+"""A pool process forked while a worker thread is inside a first import can still do what that thread did.
 
-getaddrinfo imports the ``idna`` codec on a process's first lookup of a
-host name.  The worker's threads (presence, probes, metrics) make such
-lookups while the prefork pool forks its processes; a process forked in the
-middle of that import inherits the module's import lock, held by a thread
-that does not exist in the child, and hangs on its first connect for ever.
-``worker/main.py`` imports the codec before any thread exists.
+A process forked while another thread is inside an import inherits the
+module's import lock, held by a thread that does not exist in the child, and
+hangs for ever on its own first import of that module.  ``worker/fork_safety.py``
+settles, before any thread exists, what the worker's threads import lazily:
+the ``idna`` codec (getaddrinfo's first lookup of a host name) and
+``librabbitmq`` (every ``kombu.Connection`` to ``amqp://`` tries it).
 
 The race is made certain here, in a fresh interpreter (pytest has long
-imported the codec): an import hook holds any thread but the main one inside
-the codec's import until the main thread has forked.
+imported what matters): an import hook holds any thread but the main one
+inside the module's execution (where only the module's own lock is held)
+until the main thread has forked.
 """
 
 from __future__ import annotations
@@ -18,61 +19,98 @@ import subprocess
 import sys
 import textwrap
 
-FORK_DURING_LOOKUP = textwrap.dedent(
+import pytest
+
+FORK_DURING_FIRST_USE = textwrap.dedent(
     """
-    import importlib.abc, os, signal, socket, sys, threading
+    import importlib.abc, importlib.machinery, os, signal, socket, sys, threading
 
-    # Set by the thread inside the codec's import, or after its lookup when
-    # the codec was loaded already (no import, nothing held).
+    mode, module = sys.argv[1:]
+    if module == "encodings.idna":
+        def first_use():
+            socket.getaddrinfo("localhost", 6379)
+    else:
+        import kombu
+        def first_use():
+            kombu.Connection("amqp://guest:guest@127.0.0.1:1//")  # no connect: the transport is chosen
+
+    # Set by the thread inside the module's execution, or after first_use
+    # when there was nothing to hold (settled already, or not installed).
     ready, forked = threading.Event(), threading.Event()
-    held = []
+    seen = []
 
-    class HoldIdnaImport(importlib.abc.MetaPathFinder):
+    class HoldImport(importlib.abc.MetaPathFinder):
+        # find_spec runs under the global import lock, which os.fork also
+        # takes: the hold is in exec_module, where only the module's lock is held.
         def find_spec(self, name, path, target=None):
-            if name == "encodings.idna" and threading.current_thread() is not threading.main_thread():
-                held.append(name)  # the import lock of encodings.idna is held from here
-                ready.set()
-                forked.wait(30)
-            return None  # the normal finders import it
+            if name != module or threading.current_thread() is threading.main_thread():
+                return None
+            seen.append("tried")
+            spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+            if spec is not None:
+                spec.loader = Held(spec.loader)
+            return spec
 
-    def first_lookup():
-        socket.getaddrinfo("localhost", 6379)
-        ready.set()
+    class Held(importlib.abc.Loader):
+        def __init__(self, loader):
+            self.loader = loader
 
-    sys.meta_path.insert(0, HoldIdnaImport())
-    if sys.argv[1] == "worker":
+        def create_module(self, spec):
+            return self.loader.create_module(spec)
+
+        def exec_module(self, new_module):
+            seen.append("held")
+            ready.set()
+            forked.wait(30)
+            self.loader.exec_module(new_module)
+
+    sys.meta_path.insert(0, HoldImport())
+    if mode == "worker":
         import worker.main  # noqa: F401
 
-    lookup = threading.Thread(target=first_lookup)
-    lookup.start()
+    def in_thread():
+        first_use()
+        ready.set()
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
     ready.wait(30)
     pid = os.fork()
     if pid == 0:  # the "pool process"
         signal.alarm(5)  # a hang dies by SIGALRM
-        socket.getaddrinfo("localhost", 6379)
+        first_use()
         os._exit(0)
     forked.set()
-    lookup.join()
+    thread.join()
     _, status = os.waitpid(pid, 0)
-    resolved = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    print("import held" if held else "no import", "child", "resolved" if resolved else "hung")
+    done = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    print(f"import {seen[-1] if seen else 'none'}, child {'done' if done else 'hung'}")
     """
 )
+MODULES = ("encodings.idna", "librabbitmq")
 
 
-def fork_during_first_lookup(imports: str) -> str:
+def fork_during_first_use(mode: str, module: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-c", FORK_DURING_LOOKUP, imports], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", FORK_DURING_FIRST_USE, mode, module], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
-def test_a_process_forked_during_a_threads_first_lookup_resolves_names_in_the_worker():
-    assert fork_during_first_lookup("worker") == "no import child resolved"
+@pytest.mark.parametrize("module", MODULES)
+def test_a_process_forked_during_a_threads_first_import_is_not_stuck_in_the_worker(module):
+    assert fork_during_first_use("worker", module) == "import none, child done"
 
 
-def test_without_the_workers_imports_such_a_process_hangs():
+def test_without_the_workers_settled_imports_such_a_process_hangs():
     # The negative control: the same race in a bare interpreter deadlocks,
-    # so the test above passes because of what worker.main loads.
-    assert fork_during_first_lookup("bare") == "import held child hung"
+    # so the test above passes because of what worker.main settles.
+    assert fork_during_first_use("bare", "encodings.idna") == "import held, child hung"
+
+
+def test_without_the_workers_settled_imports_a_connection_tries_librabbitmq_in_the_thread():
+    # Its import fails at once, so there is no execution to hold and no
+    # certain hang (its window is between two finders); the control shows
+    # the import the worker's settling prevents.
+    assert fork_during_first_use("bare", "librabbitmq") == "import tried, child done"
