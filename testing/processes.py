@@ -120,6 +120,9 @@ class Api:
     def stop(self, timeout: float = 30.0) -> int | None:
         return self.process.stop(timeout) if self.process else None
 
+    def log(self) -> str:
+        return (self.dir / "api.log").read_text(errors="replace")
+
 
 def wait_for_readyz(
     url: str, alive: Callable[[], bool], log_tail: Callable[[], str], timeout: float, what: str

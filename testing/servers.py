@@ -210,6 +210,8 @@ def new_server_dir(name: str) -> Path:
 class RabbitMQ:
     """A private RabbitMQ node; ``stop()``/``start()`` keep its data (the PVC case)."""
 
+    vhost = "/"  # the one its URL names
+
     def __init__(
         self,
         consumer_timeout_ms: int = 1_800_000,
@@ -306,6 +308,36 @@ class RabbitMQ:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class VirtualHost:
+    """An empty virtual host of a test's own on a running node, deleted with its queues afterwards.
+
+    As isolated as a node of its own (queues, exchanges, the broadcast
+    revokes of its workers) for a test that does not stop, freeze or alarm
+    the node, or count its connections; it costs two ``rabbitmqctl`` calls
+    (~0.7 s) where booting a node costs 6-9 s.
+    """
+
+    def __init__(self, node: RabbitMQ, vhost: str) -> None:
+        self.node = node
+        self.vhost = vhost
+
+    @property
+    def url(self) -> str:
+        return f"{self.node.url.rstrip('/')}/{self.vhost}"
+
+    def start(self) -> None:
+        self.node.ctl("add_vhost", self.vhost)
+        self.node.ctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+
+    def ctl(self, *args: str) -> str:
+        """rabbitmqctl against the node (``-p <vhost>`` selects this host's objects)."""
+        return self.node.ctl(*args)
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError):  # the node may have gone with the session
+            self.node.ctl("delete_vhost", self.vhost)
 
 
 class Redis:

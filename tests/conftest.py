@@ -10,7 +10,9 @@ The names, in the manner of Flask's tutorial:
 
 - ``servers``: the session's RabbitMQ and Redis (``.broker``, ``.backend``;
   also ``broker_url``, ``backend_url``), shared by every test that does not
-  stop or break them; ``private_rabbitmq``, ``private_redis`` for those that do;
+  stop or break them; ``own_vhost``, an empty virtual host on the session's
+  node, for a test that needs a broker to itself but does not stop it;
+  ``private_rabbitmq``, ``private_redis`` for those that do;
 - ``make_settings(broker, backend, **fields)``: ``Settings`` of an open API;
 - ``app_for(broker, backend, **fields)``: ``create_app`` on those servers;
   ``task_client_for(broker, backend, **fields)``: a ``TaskClient``; both
@@ -69,14 +71,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture(scope="session")
-def broker_url() -> Iterator[str]:
-    """A RabbitMQ URL: TEST_BROKER_URL, or a private node started for this session."""
-    external = os.environ.get("TEST_BROKER_URL")
-    if external:
-        yield external
+def session_rabbitmq() -> Iterator[servers.RabbitMQ | None]:
+    """The node started for this session, or None when TEST_BROKER_URL names one."""
+    if os.environ.get("TEST_BROKER_URL"):
+        yield None
         return
     with servers.started(servers.RabbitMQ()) as node:
-        yield node.url
+        yield node
+
+
+@pytest.fixture(scope="session")
+def broker_url(session_rabbitmq: servers.RabbitMQ | None) -> str:
+    """A RabbitMQ URL: TEST_BROKER_URL, or the node started for this session."""
+    return session_rabbitmq.url if session_rabbitmq is not None else os.environ["TEST_BROKER_URL"]
 
 
 @pytest.fixture(scope="session")
@@ -190,6 +197,21 @@ def private_rabbitmq() -> Iterator[servers.RabbitMQ]:
     """A RabbitMQ node of the test's own, for tests that stop or restart it."""
     with servers.started(servers.RabbitMQ()) as node:
         yield node
+
+
+@pytest.fixture
+def own_vhost(session_rabbitmq: servers.RabbitMQ | None) -> Iterator[servers.VirtualHost | servers.RabbitMQ]:
+    """A broker of the test's own that it does not stop, freeze or alarm (``.url``, ``.ctl``).
+
+    An empty virtual host on the session's node, deleted afterwards; a
+    private node when the session's broker is external (no ``rabbitmqctl``).
+    """
+    if session_rabbitmq is None:
+        server: servers.VirtualHost | servers.RabbitMQ = servers.RabbitMQ()
+    else:
+        server = servers.VirtualHost(session_rabbitmq, f"test-{os.urandom(4).hex()}")
+    with servers.started(server) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

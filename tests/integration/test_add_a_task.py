@@ -43,10 +43,10 @@ def copy_of_the_tree(target: Path) -> Path:
     return target
 
 
-def test_a_task_added_as_the_page_says_is_offered_validated_documented_and_run(private_rabbitmq, backend_url, tmp_path):
+def test_a_task_added_as_the_page_says_is_offered_validated_documented_and_run(own_vhost, backend_url, tmp_path):
     # A broker of its own: a worker of the session's (started by another test) would take the new task and
     # fail it as NotRegistered, since only this copy of the tree defines it.
-    broker_url = private_rabbitmq.url
+    broker_url = own_vhost.url
     snippet = readme_snippet()
     name = re.search(r"^def (\w+)\(", snippet, re.MULTILINE).group(1)  # type: ignore[union-attr]
     tree = copy_of_the_tree(tmp_path / "app")

@@ -49,12 +49,10 @@ def shipped_queries() -> list[tuple[str, str]]:
     return [*promql.dashboard_queries(board), *alerts]
 
 
-def test_dashboard_and_alerts_read_only_metrics_that_are_served(private_rabbitmq, backend_url, tmp_path):
+def test_dashboard_and_alerts_read_only_metrics_that_are_served(own_vhost, backend_url, tmp_path):
     port = free_port()
-    worker = Worker(private_rabbitmq.url, backend_url, name="dashboarded", WORKER_METRICS_PORT=str(port))
-    settings = Settings(
-        broker_url=private_rabbitmq.url, result_backend=backend_url, runtime_dir=str(tmp_path), api_auth="off"
-    )
+    worker = Worker(own_vhost.url, backend_url, name="dashboarded", WORKER_METRICS_PORT=str(port))
+    settings = Settings(broker_url=own_vhost.url, result_backend=backend_url, runtime_dir=str(tmp_path), api_auth="off")
     app = create_app(settings, TESTING=True)
     http = app.test_client()
     try:

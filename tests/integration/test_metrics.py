@@ -34,12 +34,10 @@ def stalled(exc: Exception, views: dict[str, Any], worker: Worker) -> str:
     return f"{exc}; states {states_now}; retries {retries}\nworker log:\n{worker.log()[-30000:]}"
 
 
-def test_worker_metrics_count_tasks_and_read_queue_depth(private_rabbitmq, backend_url, tmp_path):
-    client = make_client(private_rabbitmq.url, backend_url, tmp_path)
+def test_worker_metrics_count_tasks_and_read_queue_depth(own_vhost, backend_url, tmp_path):
+    client = make_client(own_vhost.url, backend_url, tmp_path)
     port = free_port()
-    worker = Worker(
-        private_rabbitmq.url, backend_url, name="metered", WORKER_METRICS_PORT=str(port), WORKER_LOG_TASKS="true"
-    )
+    worker = Worker(own_vhost.url, backend_url, name="metered", WORKER_METRICS_PORT=str(port), WORKER_LOG_TASKS="true")
     try:
         queued = [client.submit("add", {"x": i, "y": 1}) for i in range(7)]
         worker.start().wait_ready()
@@ -66,11 +64,11 @@ def test_worker_metrics_count_tasks_and_read_queue_depth(private_rabbitmq, backe
         client.close()
 
 
-def test_queue_depth_is_read_from_the_broker(private_rabbitmq, backend_url, tmp_path):
-    client = make_client(private_rabbitmq.url, backend_url, tmp_path)
+def test_queue_depth_is_read_from_the_broker(own_vhost, backend_url, tmp_path):
+    client = make_client(own_vhost.url, backend_url, tmp_path)
     port = free_port()
     # A worker that consumes nothing (another queue) still reports the depth of the task queue.
-    worker = Worker(private_rabbitmq.url, backend_url, name="observer", WORKER_METRICS_PORT=str(port))
+    worker = Worker(own_vhost.url, backend_url, name="observer", WORKER_METRICS_PORT=str(port))
     try:
         worker.start("-Q", "elsewhere").wait_ready()
         for i in range(5):
@@ -98,14 +96,10 @@ EXPORTER_WORKER = (
 )
 
 
-def test_celery_exporter_names_and_the_queue_wait_time_are_served(private_rabbitmq, backend_url, tmp_path):
+def test_celery_exporter_names_and_the_queue_wait_time_are_served(own_vhost, backend_url, tmp_path):
     port = free_port()
-    worker = Worker(
-        private_rabbitmq.url, backend_url, name="exported", WORKER_METRICS_PORT=str(port), WORKER_LOG_TASKS="true"
-    )
-    settings = Settings(
-        broker_url=private_rabbitmq.url, result_backend=backend_url, runtime_dir=str(tmp_path), api_auth="off"
-    )
+    worker = Worker(own_vhost.url, backend_url, name="exported", WORKER_METRICS_PORT=str(port), WORKER_LOG_TASKS="true")
+    settings = Settings(broker_url=own_vhost.url, result_backend=backend_url, runtime_dir=str(tmp_path), api_auth="off")
     app = create_app(settings, TESTING=True)
     http = app.test_client()
     try:
@@ -148,10 +142,10 @@ def test_celery_exporter_names_and_the_queue_wait_time_are_served(private_rabbit
     assert sample(api_text, "celery_task_sent_total", **sent) == sent_before + 3
 
 
-def test_the_worker_reports_the_result_stores_memory_and_its_limit(private_rabbitmq, private_redis):
+def test_the_worker_reports_the_result_stores_memory_and_its_limit(own_vhost, private_redis):
     """What the alert WorkqueueResultStoreNearlyFull divides: the gauges follow Redis' own figures."""
     port = free_port()
-    worker = Worker(private_rabbitmq.url, private_redis.url, name="store-memory", WORKER_METRICS_PORT=str(port))
+    worker = Worker(own_vhost.url, private_redis.url, name="store-memory", WORKER_METRICS_PORT=str(port))
     store = private_redis.client()
     try:
         worker.start().wait_ready()

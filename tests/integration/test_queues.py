@@ -18,12 +18,12 @@ pytestmark = pytest.mark.integration
 ROUTES = "pi=slow,sleep=slow"
 
 
-def test_a_saturated_slow_pool_does_not_delay_the_default_queue(private_rabbitmq, backend_url, app_for):
-    http = app_for(private_rabbitmq.url, backend_url, task_routes=tuple(ROUTES.split(","))).test_client()
+def test_a_saturated_slow_pool_does_not_delay_the_default_queue(own_vhost, backend_url, app_for):
+    http = app_for(own_vhost.url, backend_url, task_routes=tuple(ROUTES.split(","))).test_client()
     port = free_port()
-    fast = Worker(private_rabbitmq.url, backend_url, name="pool-celery", TASK_ROUTES=ROUTES, WORKER_QUEUES="celery")
+    fast = Worker(own_vhost.url, backend_url, name="pool-celery", TASK_ROUTES=ROUTES, WORKER_QUEUES="celery")
     slow = Worker(
-        private_rabbitmq.url, backend_url, name="pool-slow", TASK_ROUTES=ROUTES, WORKER_QUEUES="slow",
+        own_vhost.url, backend_url, name="pool-slow", TASK_ROUTES=ROUTES, WORKER_QUEUES="slow",
         WORKER_CONCURRENCY="1", WORKER_METRICS_PORT=str(port),
     )  # fmt: skip
     try:

@@ -12,12 +12,12 @@ from testing.servers import wait_until
 pytestmark = pytest.mark.integration
 
 
-def test_quorum_queue_carries_tasks_and_retries(private_rabbitmq, backend_url, task_client_for):
-    client = task_client_for(private_rabbitmq.url, backend_url, queue_type="quorum")
-    worker = Worker(private_rabbitmq.url, backend_url, name="quorum", QUEUE_TYPE="quorum")
+def test_quorum_queue_carries_tasks_and_retries(own_vhost, backend_url, task_client_for):
+    client = task_client_for(own_vhost.url, backend_url, queue_type="quorum")
+    worker = Worker(own_vhost.url, backend_url, name="quorum", QUEUE_TYPE="quorum")
     try:
         ids = [client.submit("add", {"x": i, "y": i}) for i in range(20)]  # declares the queue, before any worker
-        listing = private_rabbitmq.ctl("list_queues", "name", "type", "--quiet")
+        listing = own_vhost.ctl("list_queues", "-p", own_vhost.vhost, "name", "type", "--quiet")
         assert any(line.split() == ["celery", "quorum"] for line in listing.splitlines()), listing
         worker.start().wait_ready()
         ids.append(client.submit("flaky", {"failures": 1}))  # a retry republishes to the quorum queue

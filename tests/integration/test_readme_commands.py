@@ -178,7 +178,7 @@ def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]
     port = free_port()
     server_env = user_env(PORT=str(port), WORKER_METRICS_PORT="0")  # 9808 may be another worker's
     if mode == "rabbitmq-and-redis":
-        rabbitmq, redis = request.getfixturevalue("private_rabbitmq"), request.getfixturevalue("private_redis")
+        rabbitmq, redis = request.getfixturevalue("own_vhost"), request.getfixturevalue("private_redis")
         server_env.update(BROKER_URL=rabbitmq.url, RESULT_BACKEND=redis.url)  # as a user configures them
     bin_dir = tmp_path / "bin"  # curl, telling this test each answer's status on stderr
     bin_dir.mkdir()

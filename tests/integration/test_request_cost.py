@@ -39,8 +39,8 @@ FULL_TOKEN = f"cost-{secrets.token_hex(16)}"
 READ_TOKEN = f"cost-read-{secrets.token_hex(16)}"
 LOAD_SECONDS = 20
 LOAD_THREADS = 2
-# Valid submissions are queued with no worker to run them (a private broker
-# and Redis, dropped after the test): at most this many, ~200 KB each.
+# Valid submissions are queued with no worker to run them (a virtual host and
+# a Redis of the test's own, dropped after it): at most this many, ~200 KB each.
 MAX_VALID_SUBMISSIONS = 120
 HEALTHZ_P99_LIMIT = 0.100
 SIZES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
@@ -146,8 +146,8 @@ def api_rss(pgid: int) -> int:
 
 
 @pytest.fixture
-def api(private_rabbitmq, private_redis):
-    server = Api(private_rabbitmq.url, private_redis.url, API_TOKENS=FULL_TOKEN, API_READ_TOKENS=READ_TOKEN)
+def api(own_vhost, private_redis):
+    server = Api(own_vhost.url, private_redis.url, API_TOKENS=FULL_TOKEN, API_READ_TOKENS=READ_TOKEN)
     try:
         server.start().wait_ready()
         yield server

@@ -22,20 +22,20 @@ COUNTED = fault_tasks.definitions()
 
 
 @pytest.fixture
-def app(private_rabbitmq, backend_url, app_for):
+def app(own_vhost, backend_url, app_for):
     """The API on a RabbitMQ of the test's own: its queue holds only this test's tasks."""
-    return app_for(private_rabbitmq.url, backend_url)
+    return app_for(own_vhost.url, backend_url)
 
 
 def state(client, task_id: str) -> str:
     return client.get(f"/tasks/{task_id}").get_json()["state"]
 
 
-def test_a_revoke_reaches_a_worker_started_after_it(private_rabbitmq, backend_url, client):
+def test_a_revoke_reaches_a_worker_started_after_it(own_vhost, backend_url, client):
     revoked = client.post("/tasks", json={"task": "add", "args": [1, 2]}).get_json()["id"]
     kept = client.post("/tasks", json={"task": "add", "args": [3, 4]}).get_json()["id"]
     assert client.delete(f"/tasks/{revoked}").status_code == 202  # no worker is running to hear the broadcast
-    worker = Worker(private_rabbitmq.url, backend_url, name="late").start()
+    worker = Worker(own_vhost.url, backend_url, name="late").start()
     try:
         worker.wait_ready()
         wait_until(lambda: state(client, kept) == "SUCCESS", 60, "the other task")
@@ -45,8 +45,8 @@ def test_a_revoke_reaches_a_worker_started_after_it(private_rabbitmq, backend_ur
         worker.stop()
 
 
-def test_a_running_task_stops_at_its_next_progress_report(private_rabbitmq, backend_url, client):
-    worker = Worker(private_rabbitmq.url, backend_url, name="revoking").start().wait_ready()
+def test_a_running_task_stops_at_its_next_progress_report(own_vhost, backend_url, client):
+    worker = Worker(own_vhost.url, backend_url, name="revoking").start().wait_ready()
     try:
         task_id = client.post("/tasks", json={"task": "sleep", "args": [30]}).get_json()["id"]
         wait_until(lambda: state(client, task_id) == "PROGRESS", 30, "the sleep task to report progress")
@@ -65,12 +65,12 @@ def test_a_running_task_stops_at_its_next_progress_report(private_rabbitmq, back
 
 
 def test_a_queued_task_revoked_says_so_until_a_worker_discards_it_then_stays_revoked_and_is_counted(
-    private_rabbitmq, backend_url, client
+    own_vhost, backend_url, client
 ):
     """A queued task behind a busy one: revoke_requested at once, REVOKED once the worker reaches it, counted once."""
     port = free_port()
     worker = Worker(
-        private_rabbitmq.url, backend_url, name="queued-revoke", WORKER_CONCURRENCY="1", WORKER_METRICS_PORT=str(port)
+        own_vhost.url, backend_url, name="queued-revoke", WORKER_CONCURRENCY="1", WORKER_METRICS_PORT=str(port)
     )
     worker.start().wait_ready()
     try:
@@ -120,7 +120,7 @@ def requeue_as_redelivered(broker_url: str, count: int) -> None:
             assert channel.basic_get(DEFAULT_QUEUE, no_ack=False) is not None
 
 
-def test_a_copy_of_a_finished_task_is_acked_without_running(private_rabbitmq, backend_url, client, tmp_path):
+def test_a_copy_of_a_finished_task_is_acked_without_running(own_vhost, backend_url, client, tmp_path):
     """SUCCESS, FAILURE and REVOKED are final: a redelivered or republished copy never runs again."""
     task_client = client.application.extensions["workqueue"]
     tally_file = tmp_path / "tally"
@@ -129,7 +129,7 @@ def test_a_copy_of_a_finished_task_is_acked_without_running(private_rabbitmq, ba
     failed = task_client.submit(COUNTED["fail"], {})
     revoked = task_client.submit(COUNTED["counted_add"], {"x": 1, "y": 1})
     task_client.revoke(revoked)  # no worker hears it: the first one to start reads it from the store
-    first = Worker(private_rabbitmq.url, backend_url, name="first", **counted).start().wait_ready()
+    first = Worker(own_vhost.url, backend_url, name="first", **counted).start().wait_ready()
     try:
         finals = {succeeded: "SUCCESS", failed: "FAILURE", revoked: "REVOKED"}
         wait_until(lambda: all(state(client, i) == s for i, s in finals.items()), 30, "the tasks to finish")
@@ -143,9 +143,9 @@ def test_a_copy_of_a_finished_task_is_acked_without_running(private_rabbitmq, ba
     for task_id, name, kwargs in ((succeeded, "counted_add", {"x": 20, "y": 1}), (failed, "fail", {}),
                                   (revoked, "counted_add", {"x": 1, "y": 1})):  # fmt: skip
         task_client.publisher.publish(f"workqueue.{name}", task_id, kwargs)
-    requeue_as_redelivered(private_rabbitmq.url, 3)
+    requeue_as_redelivered(own_vhost.url, 3)
     task_client.publisher.publish("workqueue.counted_add", succeeded, {"x": 20, "y": 1}, republished=True)
-    second = Worker(private_rabbitmq.url, backend_url, name="second", **counted).start().wait_ready()
+    second = Worker(own_vhost.url, backend_url, name="second", **counted).start().wait_ready()
     try:
         # The REVOKED one is discarded on receipt (the stored revoke); the others are seen and acknowledged.
         wait_until(lambda: second.log().count("already finished") == 3, 30, "the three copies to be skipped")

@@ -34,13 +34,13 @@ def client(broker_url, backend_url, tmp_path):
     client.close()
 
 
-def test_sigterm_finishes_short_tasks_requeues_long_ones_and_exits_0(private_rabbitmq, backend_url, tmp_path):
-    client = make_client(private_rabbitmq.url, backend_url, tmp_path)
+def test_sigterm_finishes_short_tasks_requeues_long_ones_and_exits_0(own_vhost, backend_url, tmp_path):
+    client = make_client(own_vhost.url, backend_url, tmp_path)
     tally_file = tmp_path / "tally"
     counted = {**fault_tasks.service_env(tally_file), "WORKER_CONCURRENCY": "3"}
     try:
         worker = Worker(
-            private_rabbitmq.url, backend_url, name="graceful", WORKER_SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT), **counted
+            own_vhost.url, backend_url, name="graceful", WORKER_SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT), **counted
         ).start().wait_ready()  # fmt: skip
         long_ids = [client.submit(COUNTED["counted_sleep"], {"seconds": 30}) for _ in range(2)]
         short_id = client.submit(COUNTED["counted_sleep"], {"seconds": 1})
@@ -65,7 +65,7 @@ def test_sigterm_finishes_short_tasks_requeues_long_ones_and_exits_0(private_rab
         assert set(long_ids) <= set(left), "long tasks were not run to the end"
 
         # A replacement worker (the next pod) picks up what was returned.
-        replacement = Worker(private_rabbitmq.url, backend_url, name="replacement", **counted).start().wait_ready()
+        replacement = Worker(own_vhost.url, backend_url, name="replacement", **counted).start().wait_ready()
         try:
             wait_until(lambda: not unfinished(client, everything), 90, "every task to finish on the new worker", 0.5)
         except TimeoutError as exc:  # say what was left and what both workers said about it
@@ -124,7 +124,7 @@ def test_sigterm_to_the_api_lets_in_flight_requests_finish(broker_url, backend_u
         assert client.describe(task_id) is not None, "a 202 task is recorded and enqueued"
 
 
-def test_sigterm_exits_as_soon_as_the_last_task_finishes_not_at_the_timeout(private_rabbitmq, backend_url, tmp_path):
+def test_sigterm_exits_as_soon_as_the_last_task_finishes_not_at_the_timeout(own_vhost, backend_url, tmp_path):
     """Why the bounded shutdown is ours and not Celery's soft shutdown (ARCHITECTURE.md, "Celery's or ours").
 
     Celery 5.5+'s soft shutdown (worker_soft_shutdown_timeout, with SIGTERM
@@ -133,9 +133,9 @@ def test_sigterm_exits_as_soon_as_the_last_task_finishes_not_at_the_timeout(priv
     task would hold its rollout for WORKER_SHUTDOWN_TIMEOUT (610 s in the
     chart) and report failure.  Ours waits only as long as the tasks run.
     """
-    client = make_client(private_rabbitmq.url, backend_url, tmp_path)
+    client = make_client(own_vhost.url, backend_url, tmp_path)
     try:
-        worker = Worker(private_rabbitmq.url, backend_url, name="prompt", WORKER_SHUTDOWN_TIMEOUT="60").start()
+        worker = Worker(own_vhost.url, backend_url, name="prompt", WORKER_SHUTDOWN_TIMEOUT="60").start()
         worker.wait_ready()
         task = client.submit("sleep", {"seconds": 1})
         wait_until(lambda: client.describe(task)["state"] in ("STARTED", "PROGRESS"), 30, "the task to start")

@@ -85,14 +85,12 @@ def receiver() -> Iterator[OtlpReceiver]:
     server.close()
 
 
-def test_one_trace_runs_from_the_request_through_the_publish_into_the_task(
-    private_rabbitmq, backend_url, receiver, app_for
-):
+def test_one_trace_runs_from_the_request_through_the_publish_into_the_task(own_vhost, backend_url, receiver, app_for):
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
-    app = app_for(private_rabbitmq.url, backend_url, otel_exporter_otlp_endpoint=receiver.url)
+    app = app_for(own_vhost.url, backend_url, otel_exporter_otlp_endpoint=receiver.url)
     # What create_app installed (once per process).
     provider = tracing.setup(app.extensions["workqueue"].settings, "workqueue-api")
     assert provider is not None
@@ -100,7 +98,7 @@ def test_one_trace_runs_from_the_request_through_the_publish_into_the_task(
     provider.add_span_processor(SimpleSpanProcessor(memory))
     http = app.test_client()
     worker = Worker(
-        private_rabbitmq.url,
+        own_vhost.url,
         backend_url,
         name="traced",
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
@@ -141,7 +139,7 @@ def test_one_trace_runs_from_the_request_through_the_publish_into_the_task(
     assert format_span_id(server.context.span_id) in exported
 
 
-def test_without_the_endpoint_opentelemetry_is_not_imported(private_rabbitmq, backend_url, tmp_path):
+def test_without_the_endpoint_opentelemetry_is_not_imported(own_vhost, backend_url, tmp_path):
     """The extra may be installed (as here) and tracing still never loads: the API, the client and the worker app."""
     script = """
 import sys
@@ -163,7 +161,7 @@ from workqueue import tracing
 assert tracing._provider is None
 """
     env = {
-        "BROKER_URL": private_rabbitmq.url,
+        "BROKER_URL": own_vhost.url,
         "RESULT_BACKEND": backend_url,
         "RUNTIME_DIR": str(tmp_path),
         "API_AUTH": "off",
