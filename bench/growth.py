@@ -119,6 +119,10 @@ def depth_part(depths: list[int], seconds: int, window: float) -> None:
                     f"drain {drain:5.0f} tasks/s, RabbitMQ {per_message:,.0f} B per queued message",
                     flush=True,
                 )
+        except Exception:  # the node's own account of what went wrong (a 1,000,000 fill once broke a pipe)
+            for log in sorted((node.dir / "log").glob("*.log")):
+                print(f"--- {log.name}, last lines:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+            raise
         finally:
             api.stop()
             client.close()
