@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -48,7 +49,10 @@ def fill(broker_url: str, client, count: int) -> None:
     """``count`` more add tasks in the queue, as the API's publisher builds them, without confirms (fast)."""
     amqp = client.celery.amqp
     queue = make_queue(client.settings, DEFAULT_QUEUE)
-    with Connection(broker_url) as connection:
+    # py-amqp sets TCP_USER_TIMEOUT to 1 s: a socket RabbitMQ stops reading for
+    # longer (credit flow while a classic queue pages ~1,000,000 messages to
+    # disk) dies with ETIMEDOUT. A fill must wait the flow out instead.
+    with Connection(broker_url, transport_options={"socket_settings": {socket.TCP_USER_TIMEOUT: 0}}) as connection:
         producer = Producer(connection.channel(), auto_declare=False)
         queue(producer.channel).declare()
         for _ in range(count):
