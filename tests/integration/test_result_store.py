@@ -147,8 +147,13 @@ class Watch:
         return seen
 
     def waits_counted(self) -> int:
-        counts = self.client.hgetall(self.app.backend.key_t(throughput.key_name(throughput.minute_of(time.time()))))
-        return sum(int(n) for field, n in counts.items() if field.decode().startswith(f"wait:{self.queue}:"))
+        # This minute's counters and the last one's: a count made at hh:mm:59.9
+        # is in the minute before the read (a fresh-clone run failed so).
+        now, total = time.time(), 0
+        for minute in {throughput.minute_of(now), throughput.minute_of(now - 60)}:
+            counts = self.client.hgetall(self.app.backend.key_t(throughput.key_name(minute)))
+            total += sum(int(n) for field, n in counts.items() if field.decode().startswith(f"wait:{self.queue}:"))
+        return total
 
     def close(self) -> None:
         self.pubsub.close()
