@@ -23,6 +23,8 @@ from workqueue.index import BadCursor
 bp = Blueprint("bulk", __name__)
 
 RETRY_FIELDS = {"task", "since", "limit", "cursor"}
+EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC).timestamp()
+LATEST = dt.datetime.max.replace(microsecond=0, tzinfo=dt.UTC).timestamp()
 LEAP_SECOND = re.compile(r"(T\d\d:\d\d:)60")
 LOG_LIMIT = 200
 
@@ -44,11 +46,15 @@ def parse_since(raw: Any, required: bool) -> float | None:
         # RFC 3339 allows a lower-case t and z, and a leap second, which Python does not read.
         text = LEAP_SECOND.sub(r"\g<1>59", raw.strip().upper())
         when = dt.datetime.fromisoformat(text)
-        # In UTC, as it is stored and shown: a time whose UTC date is out of
-        # Python's range (0001-01-01T00:00+00:01) is refused here, not later.
-        return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).timestamp()
-    except (ValueError, OverflowError):
+    except ValueError:
         raise ApiError(422, "invalid_since", 'since must be an ISO 8601 time, e.g. "2026-12-06T10:00:00Z"') from None
+    when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    try:
+        return when.astimezone(dt.UTC).timestamp()  # in UTC, as it is stored and shown
+    except OverflowError:
+        # A valid time whose UTC date is out of Python's range (0001-01-01T00:00+00:01,
+        # 9999-12-31T23:59-00:01): the nearest time that has one selects the same tasks.
+        return EARLIEST if when.year == 1 else LATEST
 
 
 def task_name(raw: Any) -> str:
