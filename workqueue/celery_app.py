@@ -17,7 +17,7 @@ from typing import Any, Literal
 from celery import Celery
 from kombu import Queue
 
-from workqueue import result_store, tls
+from workqueue import embedded_broker, result_store, tls
 from workqueue.settings import REDIS_COMMAND_CONNECTIONS, Settings
 
 Role = Literal["worker", "client"]
@@ -138,6 +138,7 @@ def _embedded_broker(settings: Settings) -> dict[str, Any]:
     for path in folders.values():
         os.makedirs(path, exist_ok=True)
     return {
+        "broker_transport": embedded_broker.TRANSPORT,  # kombu's, with whole message files
         "broker_transport_options": {
             "data_folder_in": folders["queue"],
             "data_folder_out": folders["queue"],
