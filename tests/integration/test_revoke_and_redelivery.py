@@ -35,6 +35,8 @@ def test_a_revoke_reaches_a_worker_started_after_it(own_vhost, backend_url, clie
     revoked = client.post("/tasks", json={"task": "add", "args": [1, 2]}).get_json()["id"]
     kept = client.post("/tasks", json={"task": "add", "args": [3, 4]}).get_json()["id"]
     assert client.delete(f"/tasks/{revoked}").status_code == 202  # no worker is running to hear the broadcast
+    seen = client.get(f"/tasks/{revoked}").get_json()
+    assert seen["state"] == "PENDING" and seen["revoke_requested"] is True, "stored, shown until a worker acts"
     worker = Worker(own_vhost.url, backend_url, name="late").start()
     try:
         worker.wait_ready()
@@ -67,7 +69,7 @@ def test_a_running_task_stops_at_its_next_progress_report(own_vhost, backend_url
 def test_a_queued_task_revoked_says_so_until_a_worker_discards_it_then_stays_revoked_and_is_counted(
     own_vhost, backend_url, client
 ):
-    """A queued task behind a busy one: revoke_requested at once, REVOKED once the worker reaches it, counted once."""
+    """A queued task behind a busy one: REVOKED, never run, counted once when the worker reaches it."""
     port = free_port()
     worker = Worker(
         own_vhost.url, backend_url, name="queued-revoke", WORKER_CONCURRENCY="1", WORKER_METRICS_PORT=str(port)
@@ -82,9 +84,9 @@ def test_a_queued_task_revoked_says_so_until_a_worker_discards_it_then_stays_rev
         revoked = client.delete(f"/tasks/{queued}")
         assert revoked.status_code == 202 and revoked.get_json()["revoke_requested"] is True
         seen = client.get(f"/tasks/{queued}").get_json()
-        assert seen["state"] == "PENDING" and seen["revoke_requested"] is True, (
-            "the stored revoke shows before any worker acts"
-        )
+        # Celery 5.7's worker records a PENDING task REVOKED as soon as it hears the broadcast,
+        # so this read may come before or after it acts (PENDING before: the test above).
+        assert seen["state"] == "REVOKED" or (seen["state"] == "PENDING" and seen["revoke_requested"] is True), seen
         wait_until(lambda: state(client, queued) == "REVOKED", 30, "the worker to discard the queued task")
         reported = client.get(f"/tasks/{queued}").get_json()
         assert "revoke_requested" not in reported and reported["completed_at"]
