@@ -32,6 +32,9 @@ OPTIONAL = DEPLOY / "optional"
 RELEASE = "workqueue"
 NAMESPACE = "workqueue"
 # Oldest and newest Kubernetes versions the manifests are validated against.
+# libyaml's parser when PyYAML has it: a render is ~1 MB of YAML, and the
+# pure-Python parser made parsing most of the chart tests' time.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 KUBE_VERSIONS = ("1.30.0", "1.37.0")
 # Kinds of custom resources (KEDA, prometheus-operator): no bundled schema.
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
@@ -125,18 +128,21 @@ def merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render(values: Mapping[str, Any] | None = None, release: str = RELEASE, namespace: str = NAMESPACE) -> list[Doc]:
-    """Objects of ``helm template`` for ``values`` (NOTES.txt left out)."""
+def render(
+    values: Mapping[str, Any] | None = None, release: str = RELEASE, namespace: str = NAMESPACE, chart: Path = CHART
+) -> list[Doc]:
+    """Objects of ``helm template`` of ``chart`` (ours unless told) for ``values`` (NOTES.txt left out)."""
     import helm_python  # a 75 MB native library: loaded on first use
 
-    chart = helm_python.Chart.load(str(CHART))
-    rendered = chart.render(dict(values or {}), name=release, namespace=namespace, is_install=True)
+    rendered = helm_python.Chart.load(str(chart)).render(
+        dict(values or {}), name=release, namespace=namespace, is_install=True
+    )
     docs = []
     for template, text in sorted(rendered.items()):
         if template.endswith("NOTES.txt"):
             continue
         for part in re.split(r"^---\s*$", text, flags=re.MULTILINE):
-            obj = yaml.safe_load(part)
+            obj = yaml.load(part, Loader=YAML_LOADER)
             if obj:
                 docs.append(Doc(template.split("/templates/", 1)[1], part.strip("\n") + "\n", obj))
     return docs
@@ -202,7 +208,7 @@ def deploy_files() -> dict[Path, str]:
 
 def load_all(texts: Mapping[Any, str]) -> Iterator[tuple[Any, dict[str, Any]]]:
     for key, text in texts.items():
-        for obj in yaml.safe_load_all(text):
+        for obj in yaml.load_all(text, Loader=YAML_LOADER):
             if obj:
                 yield key, obj
 

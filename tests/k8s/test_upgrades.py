@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import helm_python
 import pytest
 import yaml
 
@@ -76,22 +75,6 @@ def immutable_changes(before: list[Doc], after: list[Doc]) -> list[str]:
     return problems
 
 
-def render_chart(chart: Path, values: dict[str, Any]) -> list[Doc]:
-    """Like dev.manifests.render, for a chart directory of one's choice."""
-    rendered = helm_python.Chart.load(str(chart)).render(
-        dict(values), name=kube.RELEASE, namespace=kube.NAMESPACE, is_install=True
-    )
-    docs = []
-    for template, text in sorted(rendered.items()):
-        if template.endswith("NOTES.txt"):
-            continue
-        for part in text.split("\n---"):
-            obj = yaml.safe_load(part)
-            if obj:
-                docs.append(Doc(template.split("/templates/", 1)[1], part, obj))
-    return docs
-
-
 @pytest.fixture(scope="module")
 def next_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This chart as its next release: minor version and appVersion bumped, like every release."""
@@ -109,7 +92,7 @@ def next_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_upgrading_to_the_next_chart_version_changes_no_immutable_field(
     values: dict[str, Any], next_chart: Path
 ) -> None:
-    before, after = render_chart(kube.CHART, values), render_chart(next_chart, values)
+    before, after = kube.render(values), kube.render(values, chart=next_chart)
     # The bump reaches the objects (labels, image): this compares two different renders.
     assert before != after and any("-next" in doc.text for doc in after)
     assert immutable_changes(before, after) == []
@@ -120,13 +103,13 @@ def test_ordinary_value_changes_touch_no_immutable_field(
     change: tuple[dict[str, Any], dict[str, Any]], next_chart: Path
 ) -> None:
     old_values, new_values = change
-    before = render_chart(kube.CHART, old_values)
-    after = render_chart(next_chart, merged(old_values, new_values) if new_values else {})
+    before = kube.render(old_values)
+    after = kube.render(merged(old_values, new_values) if new_values else {}, chart=next_chart)
     assert immutable_changes(before, after) == []
 
 
 def test_the_comparison_catches_what_would_fail() -> None:
     """The check can fail: a new PVC size is in the immutable volumeClaimTemplates (the README says how to grow one)."""
-    before = render_chart(kube.CHART, {})
-    after = render_chart(kube.CHART, {"rabbitmq": {"persistence": {"size": "20Gi"}}})
+    before = kube.render({})
+    after = kube.render({"rabbitmq": {"persistence": {"size": "20Gi"}}})
     assert immutable_changes(before, after) == ["StatefulSet/workqueue-message-queue: spec.volumeClaimTemplates"]
