@@ -13,6 +13,14 @@ from testing.tally import Tally
 from workqueue.client import TaskClient
 from workqueue.settings import Settings
 
+# The p99 above which an API counts as blocked, while under attack or with a
+# dependency hung: a bound for a hang, not a speed.  What it catches takes
+# seconds (a sync worker held by a slow client until its 6 s read timeout, a
+# hung dependency's 2 s, the validation that once cost 1.26 s of CPU); a healthy
+# API measures 2-30 ms quiet, and up to 115 ms with the suite's parallel workers
+# busy on the same 2 cores.  The kubelet gives /healthz 3 s (timeoutSeconds).
+BLOCKED_P99_SECONDS = 0.5
+
 
 def make_client(broker_url: str, backend_url: str, tmp_dir: Path, **overrides: Any) -> TaskClient:
     """A ``TaskClient`` (the API's own submission path) for these servers."""

@@ -7,7 +7,7 @@ open route, 401, 403, 404 and 405 answers (with 256 KB bodies and made-up
 methods), the invalid body that cost seconds of CPU to validate, and the
 worst valid body (a full ``xsum``, published with a confirm).  Meanwhile
 this process, doing nothing else, times ``GET /healthz`` and reads the
-memory of the API's processes: the p99 must stay under 100 ms and the
+memory of the API's processes: the p99 must stay under 500 ms and the
 memory under the chart's API limit (``charts/workqueue/values.yaml``).
 
 Metric label values come from fixed sets: made-up methods and paths add no
@@ -29,7 +29,7 @@ import pytest
 import requests
 import yaml
 
-from testing.faults import report
+from testing.faults import BLOCKED_P99_SECONDS, report
 from testing.processes import REPO, Api
 from testing.servers import group_members
 
@@ -42,7 +42,6 @@ LOAD_THREADS = 2
 # Valid submissions are queued with no worker to run them (a virtual host and
 # a Redis of the test's own, dropped after it): at most this many, ~200 KB each.
 MAX_VALID_SUBMISSIONS = 120
-HEALTHZ_P99_LIMIT = 0.100
 SIZES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
 
 
@@ -207,7 +206,7 @@ def test_the_worst_request_of_each_kind_in_a_loop_leaves_healthz_fast_and_memory
     for outcome in counts:  # each kind got the answer it stands for
         kind, status = outcome.split(" -> ")
         assert kind[:3] == status or not kind[0].isdigit(), outcome
-    assert p99 < HEALTHZ_P99_LIMIT, f"/healthz p99 {p99 * 1000:.0f} ms under load"
+    assert p99 < BLOCKED_P99_SECONDS, f"/healthz p99 {p99 * 1000:.0f} ms under load"
     assert len(latencies) >= 200, "enough /healthz samples for a p99"
     assert max(rss) < limit, f"API processes reached {max(rss) / 2**20:.0f} MiB"
 
