@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import uuid
 
 import pytest
 
@@ -17,8 +16,11 @@ from api import auth
 from tests.answers import assert_error
 from workqueue.settings import Settings, SettingsError
 
-TOKENS = ("first-token-" + uuid.uuid4().hex, "second-token-" + uuid.uuid4().hex)
-READ_TOKEN = "read-token-" + uuid.uuid4().hex
+# Fixed values: parameters built from them name tests, and pytest-xdist's
+# workers must all collect the same names.
+TOKENS = ("first-token-0d5c7f2e9a4b4c1e8f3a6b7d2c9e0f14", "second-token-7a1e4b9c3d2f4e6a8b0c5d7e9f1a2b3c")
+READ_TOKEN = "read-token-5e2b8d4f6a1c4e9b8d7f3a2c1e0b9d8f"
+TASK_ID = "3f0c9b1e-6a2d-4c8e-9b7f-1d2e3c4b5a69"
 ADD = {"task": "add", "args": [1, 2]}
 
 
@@ -35,8 +37,8 @@ def secured(make_app):
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("post", "/tasks"), ("get", "/tasks"), ("get", f"/tasks/{uuid.uuid4()}"), ("delete", "/tasks/x"),
-        ("post", f"/tasks/{uuid.uuid4()}/retry"), ("get", f"/tasks/{uuid.uuid4()}/events"),
+        ("post", "/tasks"), ("get", "/tasks"), ("get", f"/tasks/{TASK_ID}"), ("delete", "/tasks/x"),
+        ("post", f"/tasks/{TASK_ID}/retry"), ("get", f"/tasks/{TASK_ID}/events"),
         ("post", "/tasks/bulk/retry"), ("get", "/tasks/bulk/actions"), ("get", "/tasks/nothing/here"),
     ],
 )  # fmt: skip
