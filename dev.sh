@@ -31,6 +31,11 @@ install_python_deps() {
   fi
 }
 
+install_test_tools() {
+  # checkov, in a venv of its own (tests/k8s/policy.py says why); a no-op once installed.
+  "$venv/bin/python" -c 'from tests.k8s.policy import checkov; checkov()'
+}
+
 install_servers() {
   local missing=()
   if [[ -z "${TEST_BROKER_URL:-}" || -z "${TEST_RESULT_BACKEND:-}" ]]; then
@@ -60,6 +65,7 @@ case "${1:-}" in
   test)
     shift
     install_python_deps
+    install_test_tools
     install_servers
     exec "$venv/bin/python" -m pytest "$@"
     ;;

@@ -43,7 +43,10 @@ from testing.processes import Api, Worker
 from workqueue.client import TaskClient
 from workqueue.settings import Settings
 
-servers.reap_leftovers()
+# Under pytest-xdist each worker imports this file; only the controller (or a
+# run without workers) reaps, so no worker takes a sibling's new server for a leftover.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    servers.reap_leftovers()
 atexit.register(servers.kill_all)
 
 
@@ -62,11 +65,28 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+FIGURE = "figure"
+FIGURES: list[str] = []  # in the process that prints the summary: the controller under xdist
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """Each figure a test reported rides on its reports: an xdist worker sends them to the controller."""
+    report = yield
+    while faults.REPORTED:
+        report.user_properties.append((FIGURE, faults.REPORTED.pop(0)))
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    FIGURES.extend(str(value) for name, value in report.user_properties if name == FIGURE)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The figures the fault, probe and load tests measured, in CI's output."""
-    if faults.REPORTED:
+    if FIGURES:
         terminalreporter.section("figures")
-        for line in faults.REPORTED:
+        for line in FIGURES:
             terminalreporter.write_line(line)
 
 

@@ -27,7 +27,8 @@ from workqueue.settings import Settings
 
 # The first test builds the image: from nothing (debootstrap, pip) that
 # takes minutes, beyond the suite's default per-test limit.
-pytestmark = [pytest.mark.container, pytest.mark.timeout(1500)]
+# One pytest-xdist worker runs every container test: one image build, one podman at a time.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group("podman"), pytest.mark.timeout(1500)]
 
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 

@@ -37,7 +37,8 @@ from dev.manifests import by_kind_name, render
 from testing.servers import free_port, wait_until
 from tests.container.podman import OWNER_LABEL, SCRIPT, Podman
 
-pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]
+# One pytest-xdist worker runs every container test: one image build, one podman at a time.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group("podman"), pytest.mark.timeout(900)]
 
 CONTAINERFILE = Path(__file__).with_name("rabbitmq-standin.Containerfile")
 STANDIN_TAG = "localhost/workqueue-rabbitmq-standin:test"

@@ -11,6 +11,7 @@ saying why the check does not apply, for all objects or for the named ones.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import subprocess
@@ -91,7 +92,18 @@ class Scan:
 
 
 def checkov() -> Path:
-    """The checkov executable of the tool venv, installed when missing or outdated."""
+    """The checkov executable of the tool venv, installed when missing or outdated.
+
+    Two scans may ask at once (pytest-xdist workers): a lock next to the
+    venv lets one install while the other waits, then finds it installed.
+    """
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(VENV.parent / "checkov.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _installed_checkov()
+
+
+def _installed_checkov() -> Path:
     executable = VENV / "bin" / "checkov"
     stamp = VENV / "requirements.txt"
     wanted = REQUIREMENTS.read_text()
