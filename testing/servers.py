@@ -118,6 +118,14 @@ class Process:
         return ""
 
 
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s child processes (of its main thread), from the kernel."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def group_members(pgid: int) -> list[Path]:
     """``/proc/<pid>`` of every live process of process group ``pgid`` (each ``Process`` leads its own)."""
     found = []

@@ -26,6 +26,7 @@ The names, in the manner of Flask's tutorial:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -52,7 +53,14 @@ atexit.register(servers.kill_all)
 
 def _terminate(signum: int, frame: object) -> None:
     # SIGTERM (CI timeout, a killed terminal) must still clean up: turn it
-    # into an exception so fixtures' teardown and atexit run.
+    # into an exception so fixtures' teardown and atexit run.  pytest-xdist's
+    # controller would wait for its workers to finish every test: it passes
+    # the signal on to them (its only children; without workers, the servers
+    # tests started, which teardown stops anyway).
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        for child in servers.children(os.getpid()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 

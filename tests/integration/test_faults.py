@@ -53,13 +53,6 @@ def counted_worker(broker: str, backend: str, tally_file: Path, name: str, **ext
     return Worker(broker, backend, name=name, **fault_tasks.service_env(tally_file), **extra)
 
 
-def pool_children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def test_the_figures_count_a_duplicate_a_redelivery_and_lost_tasks(
     private_rabbitmq, backend_url, task_client, tally_file
 ):
@@ -116,7 +109,7 @@ def test_worker_killed_mid_task_loses_nothing(private_rabbitmq, backend_url, tas
         current = workers[-1]
         assert current.process is not None
         if kind == "child":
-            children = pool_children(current.process.pid)
+            children = servers.children(current.process.pid)
             if children:
                 os.kill(rng.choice(children), signal.SIGKILL)  # e.g. the OOM killer picks a pool process
                 performed.append(kind)
