@@ -6,6 +6,7 @@ is documented here is what is checked.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Flask
@@ -14,7 +15,7 @@ from api.limits import LISTED_STATES, MAX_BODY_BYTES, MAX_EVENTS_SECONDS, MAX_LI
 from workqueue.bulk import DEFAULT_LIMIT as BULK_DEFAULT_LIMIT
 from workqueue.bulk import MAX_LIMIT as BULK_MAX_LIMIT
 from workqueue.catalogue import Catalogue
-from workqueue.idempotency import MAX_KEY_LENGTH
+from workqueue.idempotency import MAX_KEY_LENGTH, RESERVED_PREFIXES
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -100,6 +101,9 @@ def _bulk_responses() -> dict[str, Any]:
 
 
 TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+# The reserved prefixes are out of the pattern too: a fuzzer (or a client
+# generator) reading this schema must not offer a key the API refuses.
+_NOT_RESERVED = f"(?!{'|'.join(map(re.escape, RESERVED_PREFIXES))})"
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -108,7 +112,7 @@ IDEMPOTENCY_KEY = {
         "One key, one task: repeating a request with its key returns the original task (200); after a 504, "
         "it publishes the same task again (202). Keys starting with schedule: or batch: are refused (400)."
     ),
-    "schema": {"type": "string", "pattern": f"^[ -~]{{1,{MAX_KEY_LENGTH}}}$"},
+    "schema": {"type": "string", "pattern": f"^{_NOT_RESERVED}[ -~]{{1,{MAX_KEY_LENGTH}}}$"},
 }
 
 

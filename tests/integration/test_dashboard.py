@@ -34,10 +34,14 @@ FULL, READ = "full-token-" + uuid.uuid4().hex, "read-token-" + uuid.uuid4().hex
 BEARER = {"Authorization": f"Bearer {FULL}"}
 
 
+def secured(app_for, broker: str, backend: str):
+    """The API with auth on: a full and a read-only token."""
+    return app_for(broker, backend, api_auth="required", api_tokens=(FULL,), api_read_tokens=(READ,))
+
+
 @pytest.fixture
 def app(servers, app_for):
-    """The API with auth on: a full and a read-only token."""
-    return app_for(*servers, api_auth="required", api_tokens=(FULL,), api_read_tokens=(READ,))
+    return secured(app_for, *servers)
 
 
 def test_state_changing_requests_need_the_csrf_token_and_the_same_origin(app):
@@ -93,7 +97,10 @@ def test_an_open_api_opens_the_dashboard_with_csrf_still_required(servers, app_f
     assert other.post(f"/dashboard/tasks/{task_id}/revoke", data={"csrf_token": token}).status_code == 302
 
 
-def test_pages_render_with_tasks_of_every_state(app):
+def test_pages_render_with_tasks_of_every_state(own_vhost, backend_url, app_for):
+    # A broker of its own: the task must stay queued, and a worker running on the
+    # session's broker (the session's `stack`, another test's) would take it.
+    app = secured(app_for, own_vhost.url, backend_url)
     client = app.test_client()
     sign_in(client, FULL)
     task_client = app.extensions["workqueue"]

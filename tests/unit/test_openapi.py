@@ -9,6 +9,7 @@ and each status a route answers is listed for that route.
 from __future__ import annotations
 
 import random
+import re
 import tomllib
 import uuid
 
@@ -93,12 +94,25 @@ def test_the_bounds_it_states_are_the_ones_the_views_enforce(document, task_clie
     assert log_limit["schema"]["maximum"] == bulk.LOG_LIMIT
     assert str(limits.MAX_BODY_BYTES) in paths["/tasks"]["post"]["responses"]["413"]["description"]
     (key,) = paths["/tasks"]["post"]["parameters"]
-    assert key["name"] == "Idempotency-Key" and key["schema"]["pattern"] == "^[ -~]{1,200}$"
+    assert key["name"] == "Idempotency-Key" and key["schema"]["pattern"] == "^(?!schedule:|batch:)[ -~]{1,200}$"
     for action, since_required in (("retry", True), ("revoke", False)):
         schema = paths[f"/tasks/bulk/{action}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert ("since" in schema["required"]) == since_required
         assert schema["properties"]["limit"]["maximum"] == bulk.MAX_LIMIT
         assert schema["properties"]["task"]["enum"] == sorted(task_client.catalogue)
+
+
+@pytest.mark.parametrize(
+    ("key", "taken"),
+    [("x", True), ("Schedule:upper-case", True), ("a:schedule:", True), ("x" * 200, True),
+     ("schedule:nightly", False), ("batch:0b7f", False), ("", False), ("x" * 201, False), ("tab\there", False)],
+)  # fmt: skip
+def test_the_documented_idempotency_key_is_exactly_what_the_api_takes(document, client, key, taken):
+    """A fuzzer generating keys from the pattern found a reserved one the API refused (schemathesis ST202)."""
+    (parameter,) = document["paths"]["/tasks"]["post"]["parameters"]
+    assert bool(re.search(parameter["schema"]["pattern"], key)) == taken
+    response = client.post("/tasks", json={"task": "add", "args": [1, 2]}, headers={"Idempotency-Key": key})
+    assert (response.status_code == 202) == taken, response.get_data(as_text=True)
 
 
 def test_each_task_is_documented_with_its_two_plain_forms(document, task_client):
