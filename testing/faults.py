@@ -17,7 +17,7 @@ from workqueue.settings import Settings
 # dependency hung: a bound for a hang, not a speed.  What it catches takes
 # seconds (a sync worker held by a slow client until its 6 s read timeout, a
 # hung dependency's 2 s, the validation that once cost 1.26 s of CPU); a healthy
-# API measures 2-30 ms quiet, and up to 115 ms with the suite's parallel workers
+# API measures 2-30 ms quiet, and up to 150 ms with the suite's parallel workers
 # busy on the same 2 cores.  The kubelet gives /healthz 3 s (timeoutSeconds).
 BLOCKED_P99_SECONDS = 0.5
 
