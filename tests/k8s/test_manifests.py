@@ -188,7 +188,12 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def worker(cluster: Cluster) -> dict[str, Any]:
-    """The worker Deployment's init step run to completion, then its container started."""
+    """The worker Deployment's init step run to completion, then its container started until its startup probe passes.
+
+    As the kubelet would have it before anything else happens to the pod: a
+    test that stopped it at once met a process still importing, which
+    SIGTERM's default action ends (-15; four parallel test workers made the boot slow enough).
+    """
     (init,) = pod_spec(cluster.objects[("Deployment", "workqueue-worker")])["initContainers"]
     assert init["args"] == ["wait"]
     done = cluster.run(init, "worker", timeout=60)
@@ -196,6 +201,9 @@ def worker(cluster: Cluster) -> dict[str, Any]:
     assert "broker and result backend are reachable" in done.stdout
     c = cluster.container("Deployment", "workqueue-worker", "worker")
     cluster.start(c, "worker")
+    wait_for_probe(
+        lambda: cluster.exec_probe(c, "startup", "worker").returncode == 0, c["startupProbe"], "worker startup probe"
+    )
     return c
 
 
