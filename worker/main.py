@@ -1,7 +1,8 @@
 """The Celery worker process: ``celery -A worker.main worker`` (``run.sh worker``).
 
 ``create_worker_app`` first loads what the worker's threads would import
-while the pool forks (``fork_safety``), builds the app with the shared factory, registers a
+while the pool forks and makes forks wait for their network I/O
+(``fork_safety``), builds the app with the shared factory, registers a
 Celery task for every catalogued definition and installs the worker's own
 bootsteps: probe files, bounded graceful shutdown, a pruned timer heap, metrics, stored revokes,
 its heartbeat key for the dashboard;
@@ -22,6 +23,7 @@ from workqueue.settings import Settings
 
 def create_worker_app(settings: Settings | None = None) -> Celery:
     fork_safety.settle_imports()  # before any thread or pool process exists
+    fork_safety.guard()  # every fork from now on waits for the threads' network I/O
     settings = settings or Settings.from_env()
     app = create_celery(settings, role="worker")
     app.conf.worker_consumer = "worker.consumer:Consumer"  # Celery's, without native delayed delivery

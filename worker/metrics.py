@@ -20,6 +20,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from worker import fork_safety
 from workqueue import catalogue
 from workqueue.celery_app import DEFAULT_QUEUE, settings_of
 from workqueue.client import queue_status
@@ -140,10 +141,11 @@ class WorkerStateCollector(Collector):
 class QueueDepthCollector(Collector):
     """Ready messages and consumers of every task queue, read from the broker at scrape time."""
 
-    def __init__(self, app: Celery, queues: list[str]) -> None:
+    def __init__(self, app: Celery, queues: list[str], guard: fork_safety.ForkGuard) -> None:
         self.app = app
         self.queues = queues
         self.lock = threading.Lock()
+        self.guard = guard  # scrapes run in the server's threads: a fork waits for their connects
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         exporter = GaugeMetricFamily(
@@ -153,7 +155,7 @@ class QueueDepthCollector(Collector):
             "celery_active_consumer_count", "The number of active consumer in broker queue.", labels=["queue_name"]
         )
         try:
-            with self.lock, self.app.connection_for_read() as connection:
+            with self.lock, self.guard.io(), self.app.connection_for_read() as connection:
                 connection.ensure_connection(max_retries=1, timeout=2)
                 for queue in self.queues:
                     depth, consuming = queue_status(connection, queue)
@@ -172,8 +174,9 @@ class ResultStoreMemoryCollector(Collector):
     the alert WorkqueueResultStoreNearlyFull reads these before that happens.
     """
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, guard: fork_safety.ForkGuard) -> None:
         self.app = app
+        self.guard = guard
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         used = GaugeMetricFamily("workqueue_result_store_used_memory_bytes", "Memory Redis uses (INFO used_memory)")
@@ -183,7 +186,8 @@ class ResultStoreMemoryCollector(Collector):
         client = getattr(self.app.backend, "client", None)  # the embedded file store has none
         if client is not None:
             try:
-                memory = client.info("memory")
+                with self.guard.io():
+                    memory = client.info("memory")
                 used.add_metric([], float(memory["used_memory"]))
                 limit.add_metric([], float(memory["maxmemory"]))
             except Exception as exc:  # a scrape must not fail because Redis did
@@ -209,9 +213,9 @@ class MetricsServerStep(bootsteps.StartStopStep):
         registry = scrape_registry()
         settings = settings_of(worker.app)
         queues = sorted({*settings.worker_queues, *catalogue.for_settings(settings).queues})
-        registry.register(QueueDepthCollector(worker.app, queues))
+        registry.register(QueueDepthCollector(worker.app, queues, fork_safety.guard()))
         registry.register(WorkerStateCollector(worker))
-        registry.register(ResultStoreMemoryCollector(worker.app))
+        registry.register(ResultStoreMemoryCollector(worker.app, fork_safety.guard()))
         try:
             self.server, _ = start_http_server(self.port, registry=registry)
         except OSError as exc:  # metrics must never stop the worker

@@ -20,6 +20,7 @@ from typing import Any
 from celery import Celery, bootsteps
 from celery.worker import state as worker_state
 
+from worker import fork_safety
 from workqueue.celery_app import settings_of
 from workqueue.workers import MAX_ACTIVE_LISTED, Presence
 
@@ -28,7 +29,9 @@ logger = logging.getLogger(__name__)
 
 class PresenceStep(bootsteps.StartStopStep):
     label = "presence"
-    requires = ("worker.probes:HeartbeatStep",)
+    # After the pool: its first processes are forked before this thread exists
+    # (the guard covers the forks that replace a process later).
+    requires = ("worker.probes:HeartbeatStep", "celery.worker.components:Pool")
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
@@ -39,6 +42,7 @@ class PresenceStep(bootsteps.StartStopStep):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._presence: Presence | None = None
+        self.guard = fork_safety.guard()
 
     def start(self, worker: Any) -> None:
         if getattr(worker.app.backend, "client", None) is None:
@@ -55,7 +59,8 @@ class PresenceStep(bootsteps.StartStopStep):
             if files is None or files.healthy():  # a wedged event loop stops the heartbeat
                 try:
                     assert self._presence is not None
-                    self._presence.beat(self.info(worker), self.interval)
+                    with self.guard.io():  # a TLS connect must not be under way when the pool forks
+                        self._presence.beat(self.info(worker), self.interval)
                     warned = False
                 except Exception as exc:  # Redis down: say so once, keep trying
                     if not warned:
