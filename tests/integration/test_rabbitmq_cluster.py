@@ -80,7 +80,7 @@ class Load:
 
 
 def services(cluster: clusters.Cluster, backend_url: str, tally_file: Path) -> tuple[Worker, Api]:
-    env = {**fault_tasks.service_env(tally_file), "QUEUE_TYPE": "quorum"}
+    env = {**fault_tasks.service_env(tally_file), "QUEUE_TYPE": "quorum", "WORKER_LOG_TASKS": "true"}
     worker = Worker(cluster.url, backend_url, name="clustered", **env).start()
     api = Api(cluster.url, backend_url, **env).start()
     worker.wait_ready()
@@ -88,10 +88,21 @@ def services(cluster: clusters.Cluster, backend_url: str, tally_file: Path) -> t
     return worker, api
 
 
-def finish(cluster: clusters.Cluster, backend_url: str, tally_file: Path, name: str, ids: list[str]) -> Figures:
-    checker = make_client(cluster.url, backend_url, tally_file.parent)
+def finish(worker: Worker, backend_url: str, tally_file: Path, name: str, ids: list[str]) -> Figures:
+    checker = make_client(worker.env["BROKER_URL"], backend_url, tally_file.parent)
     try:
-        wait_until(lambda: all(Tally.read(tally_file).dones[i] for i in ids), 120, "every accepted task to run", 0.5)
+        try:
+            wait_until(
+                lambda: all(Tally.read(tally_file).dones[i] for i in ids), 120, "every accepted task to run", 0.5
+            )
+        except TimeoutError:  # where the missing tasks are, and what the worker was doing, read on failure only
+            dones = Tally.read(tally_file).dones
+            missing = [i for i in ids if not dones[i]]
+            states = checker.describe_many(missing[:20])
+            raise AssertionError(
+                f"{len(missing)} of {len(ids)} accepted tasks never ran; the first: {states}\n"
+                f"worker log:\n{worker.log()[-20000:]}"
+            ) from None
         wait_until(lambda: all(v["state"] == "SUCCESS" for v in checker.describe_many(ids).values()), 30, "results")
         return Figures(name).measure(checker, ids, tally_file)
     finally:
@@ -117,7 +128,7 @@ def test_a_node_killed_under_load_loses_no_accepted_task(cluster, backend_url, t
             wait_until(lambda: load.statuses[-1][1] == 202 and load.statuses[-1][0] > killed_at, 60, "202s again")
             time.sleep(3)
         refused = load.refused_since(killed_at)
-        figures = finish(cluster, backend_url, tally_file, "cluster-node-killed", load.accepted)
+        figures = finish(worker, backend_url, tally_file, "cluster-node-killed", load.accepted)
     finally:
         api.stop()
         worker.stop()
@@ -163,7 +174,7 @@ def test_a_rolling_restart_with_the_charts_pre_stop_loses_nothing(cluster, backe
                 took.append(f"{time.monotonic() - started:.0f}s")
             availability = load.availability(began)
             time.sleep(2)
-        figures = finish(cluster, backend_url, tally_file, "cluster-rolling-restart", load.accepted)
+        figures = finish(worker, backend_url, tally_file, "cluster-rolling-restart", load.accepted)
     finally:
         api.stop()
         worker.stop()
