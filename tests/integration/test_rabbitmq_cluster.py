@@ -6,6 +6,11 @@ several hosts builds).  Under a steady load of submissions and runs, one
 node is SIGKILLed; then every node is restarted in turn, each after the
 chart's own preStop commands ran against it.  Every figure comes from the
 stored states and the tasks' own tally.
+
+What a failover can meet before the surviving nodes have cleaned up after
+the dead one, the worker's exclusive control queue still owned by its dead
+connection (``RESOURCE_LOCKED``), is also made certain on one node: another
+connection holds the queue while the worker starts.
 """
 
 from __future__ import annotations
@@ -16,16 +21,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import kombu
 import pytest
 import requests
 
 from dev.manifests import by_kind_name, containers, render
 from testing import cluster as clusters
-from testing.faults import Figures, make_client
+from testing.faults import Figures, make_client, unfinished
 from testing.processes import Api, Worker
 from testing.servers import RabbitMQ, wait_until
 from testing.tally import Tally
 from tests.integration import fault_tasks
+from workqueue.celery_app import create_celery
+from workqueue.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -142,6 +150,34 @@ def test_a_node_killed_under_load_loses_no_accepted_task(cluster, backend_url, t
     figures.report()
     assert figures.lost == 0 and figures.completed == len(load.accepted)
     assert reconnected_at is not None, "the worker's consumer came back on another node"
+
+
+def test_a_control_queue_locked_by_another_connection_delays_the_worker_and_does_not_stop_it(
+    own_vhost, backend_url, task_client_for
+):
+    worker = Worker(own_vhost.url, backend_url, name="locked")
+    settings = Settings.from_env({"BROKER_URL": own_vhost.url, "RESULT_BACKEND": backend_url}).validated()
+    queue = create_celery(settings, role="client").control.mailbox.get_queue(worker.nodename)  # Celery's arguments
+    holder = kombu.Connection(own_vhost.url)
+    try:
+        queue(holder.default_channel).declare()  # exclusive to this connection, as to the dead node's
+        worker.start()
+        wait_until(lambda: "RESOURCE_LOCKED" in worker.log(), 60, "the worker to meet the locked queue")
+        time.sleep(2)  # Celery's restarts, under its rate limit, meanwhile
+        assert worker.process.alive(), f"the worker exited:\n{worker.log()[-3000:]}"
+        assert not worker.ready_file.exists(), "ready without its control queue"
+    finally:
+        holder.release()  # the exclusive queue goes with its connection
+    try:
+        worker.wait_ready()
+        client = task_client_for(own_vhost.url, backend_url)
+        task = client.submit("add", {"x": 2, "y": 3})
+        wait_until(lambda: not unfinished(client, [task]), 30, "a task after the lock went")
+        assert client.describe(task)["result"] == 5
+        log = worker.log()
+        assert "Connection to broker lost" in log and "Unrecoverable error" not in log
+    finally:
+        worker.stop()
 
 
 def pre_stop_command() -> str:
