@@ -51,10 +51,13 @@ def settle_imports() -> None:
             sys.modules[name] = None  # type: ignore[assignment]  # "import halted": no lock, no path scan
 
 
-# A holder's I/O is bounded by its own timeouts (2 s connects, Redis' socket
-# timeout, a retry or two); past this the fork goes ahead rather than stall
-# the pool for ever, and says so.
-FORK_WAIT_LIMIT = 30.0
+# The fork runs in the event loop, which must turn again well within the
+# probes' stall limit (10 s by default), while a thread's I/O can last as
+# long as Redis' timeouts (10 s, retried) when a server hangs.  OpenSSL holds
+# its locks only while it computes (contexts, algorithm lookups, handshake
+# steps: milliseconds), never while it waits on a socket; a thread still
+# inside after this long is waiting, so the fork goes ahead, and says so.
+FORK_WAIT_LIMIT = 2.0
 
 
 class ForkGuard:
@@ -97,7 +100,7 @@ class ForkGuard:
             self._forking += 1
             if not self._changed.wait_for(lambda: not self._inside, self.wait_limit):
                 logger.warning(
-                    "forking while %d thread(s) still do network I/O after %.0f s: the new process may hang",
+                    "forking while %d thread(s) still wait on the network after %.0f s",
                     self._inside,
                     self.wait_limit,
                 )

@@ -108,7 +108,7 @@ def test_a_fork_goes_ahead_after_the_wait_limit_and_says_so(caplog):
         with caplog.at_level(logging.WARNING, logger=fork_safety.__name__):
             guard.before_fork()
         assert time.monotonic() - started >= 0.2
-        assert "1 thread(s) still do network I/O" in caplog.text
+        assert "1 thread(s) still wait on the network" in caplog.text
         guard.after_fork_in_parent()
     finally:
         release.set()
