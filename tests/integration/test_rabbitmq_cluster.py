@@ -146,6 +146,7 @@ def test_a_node_killed_under_load_loses_no_accepted_task(cluster, backend_url, t
         "refused": len(refused),
         "refused_window": f"{(max(refused) - killed_at) if refused else 0.0:.1f}s",
         "worker_reconnected_after": f"{(reconnected_at - killed_at) if reconnected_at else float('nan'):.1f}s",
+        "control_queue_locked": worker.log().count("RESOURCE_LOCKED"),  # the race the worker now reconnects on
     }
     figures.report()
     assert figures.lost == 0 and figures.completed == len(load.accepted)
