@@ -15,6 +15,12 @@ folds the files of exited processes into one archive per type (their sums
 are kept, so no counter ever goes back), under a file lock shared by every
 process that scrapes: the directory holds the live processes' files and at
 most one archive per type.
+
+A scrape also leaves out a file another process has just created and not
+yet sized: prometheus-client creates it empty and then extends it, and read
+in between it failed the whole scrape (``GET /metrics`` answered 500 once
+in a fresh-clone run, while the API's workers made their first metrics).
+Such a file holds no value yet, so nothing is missed.
 """
 
 from __future__ import annotations
@@ -70,7 +76,7 @@ def compact(directory: str) -> int:
         *kind, pid = os.path.basename(path)[: -len(".db")].split("_")
         if not pid.isdigit() or process_alive(int(pid)):
             continue  # an archive, or a live process's file
-        if kind[0] in SUMMED_TYPES:
+        if kind[0] in SUMMED_TYPES and _sized([path]):  # one that died creating its file counted nothing
             archive = MmapedDict(os.path.join(directory, f"{kind[0]}_{ARCHIVE}.db"))
             try:
                 for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(path):
@@ -78,7 +84,8 @@ def compact(directory: str) -> int:
                     archive.write_value(key, total + value, timestamp)
             finally:
                 archive.close()
-        os.remove(path)
+        with contextlib.suppress(FileNotFoundError):  # gunicorn's arbiter drops a dead worker's live gauges too
+            os.remove(path)
         folded += 1
     return folded
 
@@ -94,17 +101,34 @@ def _locked(directory: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# Smaller than its header (the 4-byte "used" count and its padding): a file
+# being created, before prometheus-client has sized it.
+HEADER_BYTES = 8
+
+
+def _sized(paths: list[str]) -> list[str]:
+    """The files that have a header (a file gone since the listing is left out too)."""
+    kept = []
+    for path in paths:
+        try:
+            if os.path.getsize(path) >= HEADER_BYTES:
+                kept.append(path)
+        except FileNotFoundError:
+            continue
+    return kept
+
+
 class _Compacting(Collector):
     """prometheus-client's multiprocess collector, after folding the files of exited processes."""
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.inner = prometheus_multiprocess.MultiProcessCollector(None, path=directory)
 
     def collect(self) -> Iterator[Any]:
         with _locked(self.directory):
             compact(self.directory)
-            found = list(self.inner.collect())
+            files = _sized(glob.glob(os.path.join(self.directory, "*.db")))
+            found = list(prometheus_multiprocess.MultiProcessCollector.merge(files, accumulate=True))
         yield from found
 
 

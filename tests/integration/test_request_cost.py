@@ -202,7 +202,7 @@ def test_the_worst_request_of_each_kind_in_a_loop_leaves_healthz_fast_and_memory
         f"max={latencies[-1] * 1000:.1f}ms; API RSS max={max(rss) / 2**20:.0f}MiB (limit {limit / 2**20:.0f}MiB); "
         + ", ".join(f"{outcome}: {n}" for outcome, n in sorted(counts.items()))
     )
-    assert not errors, errors
+    assert not errors, f"{errors}\nAPI log:\n{api.log()[-8000:]}"  # the log says why (read on failure only)
     for outcome in counts:  # each kind got the answer it stands for
         kind, status = outcome.split(" -> ")
         assert kind[:3] == status or not kind[0].isdigit(), outcome

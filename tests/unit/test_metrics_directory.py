@@ -65,3 +65,19 @@ def test_the_files_of_live_processes_are_left_alone(tmp_path, monkeypatch):
 def test_an_exited_processs_gauges_are_dropped(tmp_path, name):
     (tmp_path / name).write_bytes(b"")
     assert prometheus.compact(str(tmp_path)) == 1 and not (tmp_path / name).exists()
+
+
+def test_a_scrape_leaves_out_a_file_another_process_is_creating(tmp_path, monkeypatch):
+    """prometheus-client creates a file empty, then sizes it: read in between, it failed the scrape (a 500)."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    run_children(tmp_path, 1)
+    (tmp_path / f"counter_{os.getpid()}.db").write_bytes(b"")  # a live process, between create and size
+    assert value(scrape(), 'jobs_total{kind="add"}') == 2
+
+
+def test_an_exited_process_that_died_creating_its_file_is_dropped_without_a_count(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    run_children(tmp_path, 1)
+    (tmp_path / "counter_999999.db").write_bytes(b"")
+    assert value(scrape(), 'jobs_total{kind="add"}') == 2
+    assert not (tmp_path / "counter_999999.db").exists()
