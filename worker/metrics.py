@@ -213,9 +213,10 @@ class MetricsServerStep(bootsteps.StartStopStep):
         registry = scrape_registry()
         settings = settings_of(worker.app)
         queues = sorted({*settings.worker_queues, *catalogue.for_settings(settings).queues})
-        registry.register(QueueDepthCollector(worker.app, queues, fork_safety.guard()))
+        guard = fork_safety.guard()
+        registry.register(QueueDepthCollector(worker.app, queues, guard))
         registry.register(WorkerStateCollector(worker))
-        registry.register(ResultStoreMemoryCollector(worker.app, fork_safety.guard()))
+        registry.register(ResultStoreMemoryCollector(worker.app, guard))
         try:
             self.server, _ = start_http_server(self.port, registry=registry)
         except OSError as exc:  # metrics must never stop the worker

@@ -76,7 +76,7 @@ def compact(directory: str) -> int:
         *kind, pid = os.path.basename(path)[: -len(".db")].split("_")
         if not pid.isdigit() or process_alive(int(pid)):
             continue  # an archive, or a live process's file
-        if kind[0] in SUMMED_TYPES and _sized([path]):  # one that died creating its file counted nothing
+        if kind[0] in SUMMED_TYPES and _has_header(path):  # one that died creating its file counted nothing
             archive = MmapedDict(os.path.join(directory, f"{kind[0]}_{ARCHIVE}.db"))
             try:
                 for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(path):
@@ -106,16 +106,12 @@ def _locked(directory: str) -> Iterator[None]:
 HEADER_BYTES = 8
 
 
-def _sized(paths: list[str]) -> list[str]:
-    """The files that have a header (a file gone since the listing is left out too)."""
-    kept = []
-    for path in paths:
-        try:
-            if os.path.getsize(path) >= HEADER_BYTES:
-                kept.append(path)
-        except FileNotFoundError:
-            continue
-    return kept
+def _has_header(path: str) -> bool:
+    """False for a file being created, and for one gone since the listing."""
+    try:
+        return os.path.getsize(path) >= HEADER_BYTES
+    except FileNotFoundError:
+        return False
 
 
 class _Compacting(Collector):
@@ -127,7 +123,7 @@ class _Compacting(Collector):
     def collect(self) -> Iterator[Any]:
         with _locked(self.directory):
             compact(self.directory)
-            files = _sized(glob.glob(os.path.join(self.directory, "*.db")))
+            files = [path for path in glob.glob(os.path.join(self.directory, "*.db")) if _has_header(path)]
             found = list(prometheus_multiprocess.MultiProcessCollector.merge(files, accumulate=True))
         yield from found
 
